@@ -1,0 +1,91 @@
+"""The cosybuild command line (click): parse, call the library, print; one error funnel."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from cosyinstall.errors import CosyError
+from cosyinstall.progress import Reporter, human_bytes
+
+__all__ = ["main", "cli"]
+
+
+class _Funnel(click.Group):
+    """Turns library errors into one sentence and the contract's exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        debug = "--debug" in sys.argv
+        try:
+            return super().invoke(ctx)
+        except CosyError as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo("cosybuild: error: %s" % exc.sentence(), err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # a bug still gets one sentence and exit 1
+            if debug:
+                traceback.print_exc()
+            click.echo("cosybuild: internal error: %s: %s; rerun with --debug and report it" % (type(exc).__name__, exc), err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Funnel, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.version_option(package_name="cosy-offline")
+def cli(debug: bool) -> None:
+    """Lock, fetch and pack a CosyVoice service for an offline GPU box."""
+
+
+@cli.command()
+@click.argument("manifest", required=False)
+@click.option("--upgrade", is_flag=True, help="Re-resolve even if the lock is current.")
+def lock(manifest: str | None, upgrade: bool) -> None:
+    """Resolve MANIFEST for its target and write its lock."""
+    from cosybuild.lock import read_lock
+    from cosybuild.locking import lock_profile
+    from cosybuild.profile import load_profile
+
+    profile = load_profile(manifest)
+    current = read_lock(profile.lock_path())
+    if current is not None and not upgrade and current.inputs_digest == profile.inputs_digest():
+        click.echo("%s is current (%d packages); use --upgrade to re-resolve" % (profile.lock_path(), len(current.packages)))
+        return
+    new, path = lock_profile(profile)
+    size = sum(f.size for f in new.packages)
+    click.echo("locked %s: %d packages, %s -> %s" % (profile.name, len(new.packages), human_bytes(size), path))
+
+
+@cli.command()
+@click.argument("manifest", required=False)
+@click.option("--out", "out", default="dist", type=click.Path(file_okay=False, path_type=Path), show_default=True,
+              help="Directory for the artifacts.")
+@click.option("--only", type=click.Choice(["packages", "models"]), help="Pack one artifact alone.")
+def pack(manifest: str | None, out: Path, only: str | None) -> None:
+    """Fetch what MANIFEST's lock pins and write the artifacts into OUT."""
+    from cosybuild.pack import pack as do_pack
+    from cosybuild.profile import load_profile
+
+    result = do_pack(load_profile(manifest), out, Reporter(stream=sys.stderr), only)
+    for path in result.written:
+        click.echo("wrote %s (%s)" % (path, human_bytes(path.stat().st_size)))
+
+
+@cli.command()
+@click.argument("directory", default="dist", type=click.Path(path_type=Path))
+def verify(directory: Path) -> None:
+    """Re-check the artifacts written in DIRECTORY."""
+    from cosybuild.verify import verify_dir
+
+    for line in verify_dir(directory, Reporter(stream=sys.stderr)):
+        click.echo(line)
+    click.echo("%s: all artifacts verified" % directory)
+
+
+def main() -> None:
+    cli(prog_name="cosybuild")

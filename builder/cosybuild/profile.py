@@ -1,0 +1,194 @@
+"""The build manifest (manifests/NAME.toml): load it into frozen dataclasses and validate it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from cosyinstall.artifact import ServerSpec
+from cosyinstall.errors import ArtifactRejected, CosyError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["Target", "Packages", "App", "Model", "Profile", "load_profile", "resolve_manifest_path", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_SOURCES = ("huggingface", "modelscope", "local")
+
+
+class ManifestError(UsageError):
+    """A build manifest is malformed; exit 2 with the file and key named."""
+
+
+@dataclass(frozen=True)
+class Target:
+    python: str
+    platform: str
+
+
+@dataclass(frozen=True)
+class Packages:
+    requirements: tuple[str, ...]
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class App:
+    git: str | None = None
+    rev: str | None = None
+    submodules: bool = True
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    source: str
+    repo: str
+    revision: str = "main"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    target: Target
+    packages: Packages
+    app: App
+    models: tuple[Model, ...]
+    server: ServerSpec
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def inputs_digest(self) -> str:
+        """Digest of what the lock depends on: target, packages, app source and model sources."""
+        data = {
+            "target": asdict(self.target),
+            "packages": asdict(self.packages),
+            "app": {"git": self.app.git, "rev": self.app.rev, "submodules": self.app.submodules},
+            "models": [
+                {"name": m.name, "source": m.source, "repo": m.repo, "revision": m.revision,
+                 "include": list(m.include), "exclude": list(m.exclude)}
+                for m in self.models if m.source != "local"
+            ],
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def lock_path(self) -> Path:
+        manifests = (REPO_ROOT / "manifests").resolve()
+        if self.path.resolve().parent == manifests:
+            return REPO_ROOT / "lockfiles" / (self.name + ".lock.json")
+        return self.path.with_suffix(".lock.json")
+
+
+def resolve_manifest_path(spec: str | None) -> Path:
+    """A name in manifests/ or a path to a .toml file; default: the real CosyVoice manifest."""
+    spec = spec or "cosyvoice2-trtllm"
+    candidate = Path(spec)
+    if spec.endswith(".toml") or os.sep in spec or "/" in spec:
+        if not candidate.is_file():
+            raise UsageError("manifest %s does not exist" % spec)
+        return candidate.resolve()
+    named = REPO_ROOT / "manifests" / (spec + ".toml")
+    if not named.is_file():
+        known = sorted(p.stem for p in (REPO_ROOT / "manifests").glob("*.toml"))
+        raise UsageError("there is no manifest named %s" % spec, "choose one of: %s" % ", ".join(known))
+    return named
+
+
+def _strs(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError("%s must be a list of strings" % where)
+    return tuple(value)
+
+
+def _req(table: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in table:
+        raise ManifestError("%s has no %s" % (where, key))
+    return table[key]
+
+
+def _requirements(table: Mapping[str, Any], base: Path, where: str) -> tuple[str, ...]:
+    lines = list(_strs(table.get("requirements"), where + " [packages].requirements"))
+    req_file = table.get("requirements-file")
+    if req_file:
+        path = base / req_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ManifestError("%s names requirements-file %s, which cannot be read (%s)" % (where, path, exc.strerror))
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                lines.append(line)
+    if not lines:
+        raise ManifestError("%s [packages] lists no requirements" % where)
+    return tuple(lines)
+
+
+def load_profile(spec: str | None) -> Profile:
+    path = resolve_manifest_path(spec)
+    where = str(path)
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError("%s is not valid TOML (%s)" % (where, exc))
+    target_t = _req(raw, "target", where)
+    target = Target(str(_req(target_t, "python", where + " [target]")), str(_req(target_t, "platform", where + " [target]")))
+    pk = _req(raw, "packages", where)
+    packages = Packages(
+        _requirements(pk, path.parent, where),
+        pk.get("index-url") or None,
+        _strs(pk.get("extra-index-urls"), where + " [packages].extra-index-urls"),
+        _strs(pk.get("find-links"), where + " [packages].find-links"),
+    )
+    app_t = _req(raw, "app", where)
+    if bool(app_t.get("git")) == bool(app_t.get("path")):
+        raise ManifestError("%s [app] needs exactly one of git or path" % where)
+    app = App(app_t.get("git"), app_t.get("rev", "HEAD" if app_t.get("git") else None),
+              bool(app_t.get("submodules", True)), app_t.get("path"))
+    models = []
+    names = set()
+    for i, m in enumerate(raw.get("models", [])):
+        mw = "%s [[models]] #%d" % (where, i + 1)
+        name = str(_req(m, "name", mw))
+        source = str(_req(m, "source", mw))
+        if source not in MODEL_SOURCES:
+            raise ManifestError("%s source must be one of %s, not %r" % (mw, ", ".join(MODEL_SOURCES), source))
+        if name in names or "/" in name or name.startswith("."):
+            raise ManifestError("%s name %r is duplicated or not a plain directory name" % (mw, name))
+        names.add(name)
+        known = {"name", "source", "repo", "revision", "include", "exclude"}
+        models.append(Model(name, source, str(_req(m, "repo", mw)), str(m.get("revision", "main")),
+                            _strs(m.get("include"), mw + ".include"), _strs(m.get("exclude"), mw + ".exclude"),
+                            {k: v for k, v in m.items() if k not in known}))
+    try:
+        server = ServerSpec.from_dict(_req(raw, "server", where), where + " [server]")
+    except CosyError as exc:
+        raise ManifestError(exc.message)
+    name = str(raw.get("name") or path.stem)
+    return Profile(name, path, target, packages, app, tuple(models), server, raw)
+
+
+def relative(profile: Profile, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else (profile.base_dir / path).resolve()

@@ -1,0 +1,212 @@
+"""The cosyinstall command line: parse, call the library, print; one error funnel.
+
+Every failure becomes one sentence on stderr and the contract's exit code; --debug adds
+the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any, Dict, List, Optional
+
+from cosyinstall import __version__
+from cosyinstall.errors import EXIT_BUG, ArtifactRejected, CosyError, UsageError
+
+__all__ = ["main", "DEFAULT_FROM", "DEFAULT_TO"]
+
+DEFAULT_FROM = "/root/autodl-tmp"
+DEFAULT_TO = "/root/autodl-tmp/CosyVoice"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError("%s: %s" % (self.prog, message), "see --help")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cosyinstall", description="Verify, install and start a cosy-offline bundle with no network.")
+    parser.add_argument("--version", action="version", version="cosyinstall " + __version__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--to", default=DEFAULT_TO, help="install root, the app's source tree (default: %(default)s)")
+    common.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    common.add_argument("--quiet", "-q", action="store_true", help="print only warnings and the result")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, help_text: str, source: bool = False, server: bool = False) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if source:
+            cmd.add_argument("--from", dest="from_dir", default=DEFAULT_FROM,
+                             help="folder holding the uploads and SHA256SUMS (default: %(default)s)")
+            cmd.add_argument("--python", help="the target CPython to build the venv from (default: search the box)")
+        if server:
+            cmd.add_argument("--launcher", choices=("mpirun", "direct"), help="override the manifest's launcher")
+            cmd.add_argument("--port", type=int, help="override the manifest's port")
+        return cmd
+
+    add("check", "preflight only: check the uploads and the box, change nothing", source=True)
+    apply_cmd = add("apply", "check, install and start the server", source=True, server=True)
+    apply_cmd.add_argument("--no-start", action="store_true", help="install only; do not start the server")
+    apply_cmd.add_argument("--wait", action="store_true", help="wait for another running apply instead of refusing")
+    add("verify", "re-hash the installed tree against its manifests")
+    add("start", "start the installed server and wait until it is ready", server=True)
+    stop = add("stop", "stop the server and every process it started")
+    stop.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    status = add("status", "show whether the server runs and answers")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    logs = add("logs", "print the end of the server log")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.add_argument("-f", "--follow", action="store_true")
+    return parser
+
+
+def _reporter(args: argparse.Namespace):
+    from cosyinstall.progress import Reporter
+
+    return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False))
+
+
+def _spec(to: str):
+    from cosyinstall import installed as inst
+    from cosyinstall.journal import StateDir
+
+    manifest = inst.installed_manifest(StateDir(to), "packages")
+    if manifest is None:
+        raise ArtifactRejected("nothing is installed in %s" % os.path.abspath(to), "run cosyinstall apply first")
+    spec = manifest.server()
+    if spec is None:
+        raise ArtifactRejected("the installed bundle in %s defines no server" % os.path.abspath(to))
+    return spec
+
+
+def _start(to: str, args: argparse.Namespace, reporter, restart: bool = False) -> str:
+    from cosyinstall import server
+
+    spec = _spec(to)
+    port = args.port if getattr(args, "port", None) else spec.port
+    if restart:
+        server.stop_server(to)
+    server.start_server(to, spec, launcher=args.launcher, port=port, reporter=reporter)
+    server.wait_ready(to, spec, port=port, reporter=reporter)
+    return "http://127.0.0.1:%d%s" % (port, spec.health_path)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from cosyinstall.apply import Options, check
+    from cosyinstall.preflight import first_blocking, raise_first, render
+
+    findings = check(Options(args.from_dir, args.to, args.python), _reporter(args))
+    print(render(findings))
+    raise_first(findings)
+    print("preflight passed: %s can be installed into %s" % (args.from_dir, os.path.abspath(args.to)))
+    return 0
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from cosyinstall.apply import Options, apply
+    from cosyinstall.preflight import render
+
+    reporter = _reporter(args)
+    opts = Options(args.from_dir, args.to, args.python, args.no_start, args.launcher, args.port, args.wait)
+
+    def start(_meta: Dict[str, Any], changed: bool) -> Optional[str]:
+        return _start(opts.to, args, reporter, restart=changed)
+
+    outcome = apply(opts, reporter, start=start)
+    if not args.quiet:
+        print(render(outcome.findings))
+    if outcome.ran:
+        print("installed into %s (%s)" % (opts.to, ", ".join(outcome.ran)))
+    else:
+        print("nothing changed: %s already holds these artifacts" % opts.to)
+    if outcome.url:
+        print("server ready: %s" % outcome.url)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from cosyinstall.verify import verify_tree
+
+    problems = verify_tree(args.to, _reporter(args))
+    if problems:
+        for problem in problems[1:]:
+            print("  " + problem, file=sys.stderr)
+        more = " (and %d more above)" % (len(problems) - 1) if len(problems) > 1 else ""
+        raise ArtifactRejected(problems[0] + more, "run cosyinstall apply to repair")
+    print("verified: %s matches its manifests" % os.path.abspath(args.to))
+    return 0
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    print("server ready: %s" % _start(args.to, args, _reporter(args)))
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from cosyinstall import server
+
+    was = server.stop_server(args.to, grace=args.grace)
+    print("server stopped" if was else "server was not running")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from cosyinstall import server
+
+    spec = None
+    try:
+        spec = _spec(args.to)
+    except CosyError:
+        pass
+    info = server.server_status(args.to, spec)
+    if args.json:
+        print(json.dumps(info, sort_keys=True))
+    else:
+        for key in sorted(info):
+            print("%-8s %s" % (key, info[key]))
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from cosyinstall import server
+
+    if args.follow:
+        server.follow_log(args.to, sys.stdout)
+    else:
+        for line in server.tail_log(args.to, args.lines):
+            print(line)
+    return 0
+
+
+_COMMANDS = {
+    "check": _cmd_check, "apply": _cmd_apply, "verify": _cmd_verify, "start": _cmd_start,
+    "stop": _cmd_stop, "status": _cmd_status, "logs": _cmd_logs,
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except CosyError as exc:
+        if debug:
+            traceback.print_exc()
+        print("cosyinstall: error: %s" % exc.sentence(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cosyinstall: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    except Exception as exc:  # the funnel: a bug still gets one sentence and exit 1
+        if debug:
+            traceback.print_exc()
+        print("cosyinstall: internal error: %s: %s; rerun with --debug and report it" % (type(exc).__name__, exc),
+              file=sys.stderr)
+        return EXIT_BUG

@@ -1,0 +1,152 @@
+"""Gather facts about the box (Pythons, machine, glibc, disk, permissions, GPU driver).
+
+Only I/O lives here; judging the facts is preflight.py's job.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+__all__ = ["PythonFound", "BoxFacts", "gather", "probe_python", "python_candidates", "nearest_existing"]
+
+_PROBE = "import sys,platform;print('%d.%d.%d' % sys.version_info[:3]);print(platform.python_implementation())"
+
+
+@dataclass(frozen=True)
+class PythonFound:
+    path: str
+    version: Tuple[int, ...]
+    implementation: str
+
+    @property
+    def minor(self) -> str:
+        return "%d.%d" % self.version[:2]
+
+
+@dataclass
+class BoxFacts:
+    machine: str
+    glibc: Optional[Tuple[int, int]]
+    pythons: List[PythonFound]
+    python_asked: Optional[str]
+    python_failures: List[str]
+    free_bytes: Optional[int]
+    space_path: str
+    writable: bool
+    gpu_driver: Optional[str] = None
+    gpu_name: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def probe_python(path: str, timeout: float = 15.0) -> Optional[PythonFound]:
+    """Run a candidate interpreter; None if it does not run (pyenv shims often do not)."""
+    try:
+        out = subprocess.run(
+            [path, "-I", "-c", _PROBE], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            timeout=timeout, check=True, universal_newlines=True,
+        ).stdout.split()
+        version = tuple(int(x) for x in out[0].split("."))
+        return PythonFound(os.path.realpath(path), version, out[1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def python_candidates(minor: str) -> List[str]:
+    """Places a CPython of the wanted minor version is commonly found on GPU-cloud images."""
+    names = ["python%s" % minor, "python3", "python"]
+    found: List[str] = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        for name in names:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                found.append(path)
+    found.append(sys.executable)
+    home = os.path.expanduser("~")
+    roots = [os.environ.get("PYENV_ROOT", os.path.join(home, ".pyenv"))]
+    patterns = [os.path.join(r, "versions", minor + "*", "bin", "python" + minor) for r in roots]
+    for conda in (os.path.join(home, "miniconda3"), os.path.join(home, "anaconda3"), "/opt/conda"):
+        patterns.append(os.path.join(conda, "bin", "python" + minor))
+        patterns.append(os.path.join(conda, "envs", "*", "bin", "python" + minor))
+    patterns += ["/usr/bin/python" + minor, "/usr/local/bin/python" + minor]
+    for pattern in patterns:
+        found.extend(sorted(glob.glob(pattern)))
+    unique: List[str] = []
+    for path in found:
+        if path and path not in unique:
+            unique.append(path)
+    return unique
+
+
+def _glibc() -> Optional[Tuple[int, int]]:
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError, AttributeError):
+        return None
+    parts = text.split()
+    if len(parts) == 2 and parts[0] == "glibc":
+        try:
+            major, minor = parts[1].split(".")[:2]
+            return int(major), int(minor)
+        except ValueError:
+            return None
+    return None
+
+
+def nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _nvidia() -> Tuple[Optional[str], Optional[str]]:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None, None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=driver_version,name", "--format=csv,noheader"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=20, universal_newlines=True,
+        ).stdout.strip().splitlines()
+        if out:
+            driver, _, name = out[0].partition(",")
+            return driver.strip() or None, name.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None, None
+
+
+def gather(to: str, minor: str, python: Optional[str] = None) -> BoxFacts:
+    pythons: List[PythonFound] = []
+    failures: List[str] = []
+    candidates = [python] if python else python_candidates(minor)
+    seen = set()
+    for cand in candidates:
+        got = probe_python(cand)
+        if got is None:
+            failures.append(cand)
+            continue
+        if got.path in seen:
+            continue
+        seen.add(got.path)
+        pythons.append(got)
+        if not python and got.minor == minor and got.implementation == "CPython":
+            break
+    space_path = nearest_existing(to)
+    try:
+        free: Optional[int] = shutil.disk_usage(space_path).free
+    except OSError:
+        free = None
+    writable = os.access(space_path, os.W_OK)
+    driver, name = _nvidia()
+    return BoxFacts(platform.machine(), _glibc(), pythons, python, failures, free, space_path, writable, driver, name)

@@ -1,0 +1,74 @@
+"""SHA256SUMS in `sha256sum -c` format: parse and format.
+
+Each file also gets a `# size <bytes> <name>` comment line: `sha256sum -c` skips comments,
+and the size lets a truncated upload be reported with expected and actual size at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Tuple
+
+from cosyinstall.errors import ArtifactRejected
+
+__all__ = ["SUMS_NAME", "SumEntry", "parse_sums", "format_sums", "read_sums"]
+
+SUMS_NAME = "SHA256SUMS"
+_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+_SIZE = re.compile(r"^# size (\d+) (.+)$")
+
+
+@dataclass(frozen=True)
+class SumEntry:
+    sha256: str
+    size: Optional[int] = None
+
+
+def _plain_name(name: str, where: str, number: int) -> None:
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ArtifactRejected("%s line %d names %r, which is not a plain file name" % (where, number, name))
+
+
+def parse_sums(text: str, where: str = SUMS_NAME) -> Dict[str, SumEntry]:
+    digests: Dict[str, str] = {}
+    sizes: Dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        size_match = _SIZE.match(line)
+        if size_match:
+            sizes[size_match.group(2)] = int(size_match.group(1))
+            continue
+        if line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise ArtifactRejected("%s line %d is not in sha256sum format" % (where, number))
+        name = match.group(2)
+        _plain_name(name, where, number)
+        if name in digests:
+            raise ArtifactRejected("%s lists %s twice" % (where, name))
+        digests[name] = match.group(1).lower()
+    return {name: SumEntry(digest, sizes.get(name)) for name, digest in digests.items()}
+
+
+def format_sums(items: Iterable[Tuple[str, str, int]]) -> str:
+    """items: (file name, sha256, size)."""
+    lines = []
+    for name, digest, size in sorted(items):
+        lines.append("# size %d %s\n" % (size, name))
+        lines.append("%s  %s\n" % (digest, name))
+    return "".join(lines)
+
+
+def read_sums(directory: str) -> Dict[str, SumEntry]:
+    path = os.path.join(directory, SUMS_NAME)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_sums(handle.read(), path)
+    except FileNotFoundError:
+        raise ArtifactRejected("%s is missing" % path, "upload it next to the zips")
+    except UnicodeDecodeError:
+        raise ArtifactRejected("%s is not a text file" % path)
