@@ -38,7 +38,12 @@ if mode == "hang":
 if mode == "noport":
     print("Server READY on port %d" % port, flush=True)
     time.sleep(3600)
-if mode == "good":
+if mode == "stubborn":
+    # Deaf to SIGTERM, so only the SIGKILL after the grace period can stop it.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if mode in ("good", "stubborn"):
     time.sleep(0.3)
     print("Server READY on port %d" % port, flush=True)
     # Like uvicorn, the port opens a moment after the ready line.

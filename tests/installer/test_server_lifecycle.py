@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -123,6 +124,39 @@ def test_direct_launcher_also_starts_the_app(to, port, app_spec) -> None:
     assert any("app.py good" in c for c in _cmdlines([pid]))
     assert stop_server(str(to), grace=5.0) is True
     _assert_nothing_left(pid)
+
+
+@pytest.mark.mpi
+def test_stop_kills_an_app_that_ignores_sigterm(to, port, app_spec) -> None:
+    spec = app_spec("stubborn", port)
+    pid = start_server(str(to), spec)
+    wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
+    assert stop_server(str(to), grace=1.5) is True
+    _assert_nothing_left(pid)
+    assert not port_in_use(port)
+
+
+@pytest.mark.mpi
+def test_stop_finds_an_app_orphaned_by_a_dead_mpirun(to, port, app_spec) -> None:
+    spec = app_spec("stubborn", port)
+    pid = start_server(str(to), spec)
+    wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
+    app = [p for p in session_processes(pid) if "app.py stubborn" in " ".join(_cmdlines([p]))]
+    assert len(app) == 1 and app[0] != pid
+    # mpirun dies without forwarding anything; its app lives on in another process group.
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid) and _alive(app[0])
+    assert server_status(str(to), spec)["running"] is False
+    began = time.monotonic()
+    assert stop_server(str(to), grace=1.5) is True
+    # The app ignores SIGTERM: only the SIGKILL after the grace period ends it.
+    assert 1.5 <= time.monotonic() - began < 8.0
+    assert not _alive(app[0])
+    _assert_nothing_left(pid)
+    assert not port_in_use(port)
 
 
 @pytest.mark.mpi
