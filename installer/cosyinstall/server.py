@@ -495,7 +495,11 @@ def stop_server(to: str, grace: float = 10.0) -> bool:
 
 
 def server_status(to: str, spec: Optional[ServerSpec] = None) -> Dict[str, Any]:
-    """running, ready (health checked now), pid, port, uptime (s), log path, and more."""
+    """running, ready (health checked now), pid, port, uptime (s), log path, and more.
+
+    `stale_pid_file` says a pid file names a server that is gone; `leftovers` lists pids of
+    its session still alive, which `stop_server` (or the next start) cleans up.
+    """
     to = os.path.abspath(to)
     record = read_record(to)
     status: Dict[str, Any] = {
@@ -509,6 +513,7 @@ def server_status(to: str, spec: Optional[ServerSpec] = None) -> Dict[str, Any]:
         "url": None,
         "http_status": None,
         "stale_pid_file": False,
+        "leftovers": [],
     }
     if record is None:
         return status
@@ -517,6 +522,9 @@ def server_status(to: str, spec: Optional[ServerSpec] = None) -> Dict[str, Any]:
     status["port"] = port
     if not _is_ours(record):
         status["stale_pid_file"] = True
+        # The launcher is gone but what it spawned may still run (and hold the port).
+        sid = _leftover_session(record)
+        status["leftovers"] = session_processes(sid) if sid is not None else []
         return status
     status.update(
         running=True,

@@ -58,6 +58,11 @@ def _cmdlines(pids: List[int]) -> List[str]:
     return out
 
 
+def _app_pids(sid: int, mode: str) -> List[int]:
+    """The test app's own processes in the session (mpirun's command line names app.py too)."""
+    return [p for p in session_processes(sid) if _cmdlines([p]) and _cmdlines([p])[0].startswith("python app.py " + mode)]
+
+
 def _assert_nothing_left(pid: int) -> None:
     assert not _alive(pid), "the launcher (pid %d) is still alive" % pid
     left = session_processes(pid)
@@ -88,7 +93,8 @@ def test_good_server_becomes_ready_under_mpirun_and_stops_cleanly(to, port, app_
     # The app really runs under mpirun, in the launcher's session but its own process group.
     members = session_processes(pid)
     commands = _cmdlines(members)
-    assert any("app.py good" in c for c in commands), commands
+    assert len(_app_pids(pid, "good")) == 1, commands
+    assert _app_pids(pid, "good")[0] != pid
     assert any("prterun" in c or "mpirun" in c for c in commands), commands
     with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=5) as resp:
         assert resp.status == 200 and resp.read() == b"ok"
@@ -121,7 +127,7 @@ def test_direct_launcher_also_starts_the_app(to, port, app_spec) -> None:
     spec = app_spec("good", port, launcher="direct")
     pid = start_server(str(to), spec)
     wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
-    assert any("app.py good" in c for c in _cmdlines([pid]))
+    assert _app_pids(pid, "good") == [pid], "with no launcher the app itself leads the session"
     assert stop_server(str(to), grace=5.0) is True
     _assert_nothing_left(pid)
 
@@ -141,7 +147,7 @@ def test_stop_finds_an_app_orphaned_by_a_dead_mpirun(to, port, app_spec) -> None
     spec = app_spec("stubborn", port)
     pid = start_server(str(to), spec)
     wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
-    app = [p for p in session_processes(pid) if "app.py stubborn" in " ".join(_cmdlines([p]))]
+    app = _app_pids(pid, "stubborn")
     assert len(app) == 1 and app[0] != pid
     # mpirun dies without forwarding anything; its app lives on in another process group.
     os.kill(pid, signal.SIGKILL)
@@ -149,7 +155,9 @@ def test_stop_finds_an_app_orphaned_by_a_dead_mpirun(to, port, app_spec) -> None
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid) and _alive(app[0])
-    assert server_status(str(to), spec)["running"] is False
+    status = server_status(str(to), spec)
+    assert status["running"] is False and status["stale_pid_file"] is True
+    assert status["leftovers"] == app
     began = time.monotonic()
     assert stop_server(str(to), grace=1.5) is True
     # The app ignores SIGTERM: only the SIGKILL after the grace period ends it.
@@ -184,7 +192,7 @@ def test_silent_hang_is_reported_with_the_launcher_hint(to, port, app_spec) -> N
     members = []
     deadline = time.monotonic() + 5
     while not members and time.monotonic() < deadline:
-        members = [p for p in session_processes(pid) if "app.py hang" in " ".join(_cmdlines([p]))]
+        members = _app_pids(pid, "hang")
         time.sleep(0.1)
     assert members, "the hanging app never started under mpirun"
     with pytest.raises(NotReady) as info:
