@@ -44,21 +44,26 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.argument("manifest", required=False)
-@click.option("--upgrade", is_flag=True, help="Re-resolve even if the lock is current.")
-def lock(manifest: str | None, upgrade: bool) -> None:
+@click.option("--upgrade", is_flag=True, help="Re-resolve even the sections whose inputs did not change.")
+@click.option("--only", type=click.Choice(["packages", "app", "models"]), help="Lock one section alone.")
+def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
     """Resolve MANIFEST for its target and write its lock."""
-    from cosybuild.lock import read_lock
-    from cosybuild.locking import lock_profile
+    from cosybuild.lock import SECTIONS, read_lock, stale_sections
+    from cosybuild.locking import lock_sections
     from cosybuild.profile import load_profile
 
     profile = load_profile(manifest)
+    wanted = [only] if only else list(SECTIONS)
     current = read_lock(profile.lock_path())
-    if current is not None and not upgrade and current.inputs_digest == profile.inputs_digest():
-        click.echo("%s is current (%d packages); use --upgrade to re-resolve" % (profile.lock_path(), len(current.packages)))
-        return
-    new, path = lock_profile(profile)
+    if current is not None and not upgrade:
+        missing, stale = stale_sections(current, profile, wanted)
+        wanted = missing + stale
+        if not wanted:
+            click.echo("%s is current; use --upgrade to re-resolve" % profile.lock_path())
+            return
+    new, path = lock_sections(profile, wanted)
     size = sum(f.size for f in new.packages)
-    click.echo("locked %s: %d packages, %s -> %s" % (profile.name, len(new.packages), human_bytes(size), path))
+    click.echo("locked %s (%s): %d packages, %s -> %s" % (profile.name, ", ".join(wanted), len(new.packages), human_bytes(size), path))
 
 
 @cli.command()

@@ -1,5 +1,9 @@
 """The lock: exact files for the target (name, version, file name, size, sha256), the app
-commit and model pins, plus the digest of the manifest inputs it was made from. No URLs."""
+commit and the model pins. No URLs.
+
+It has three sections (packages, app, models), each carrying the digest of the manifest
+inputs it was made from, so one half can be re-locked, or packed, without the other.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +11,46 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from cosyinstall.errors import ArtifactRejected
 
 from cosybuild.profile import Profile
 from cosybuild.resolve import LockedFile
 
-__all__ = ["Lock", "read_lock", "write_lock", "check_fresh", "LOCK_VERSION"]
+__all__ = ["Lock", "read_lock", "write_lock", "stale_sections", "LOCK_VERSION", "SECTIONS"]
 
 LOCK_VERSION = 1
+SECTIONS = ("packages", "app", "models")
 
 
 @dataclass
 class Lock:
     manifest: str
-    inputs_digest: str
     target: dict[str, str]
-    packages: list[LockedFile]
+    digests: dict[str, str] = field(default_factory=dict)
+    packages: list[LockedFile] = field(default_factory=list)
     tools: dict[str, LockedFile] = field(default_factory=dict)
     app: dict[str, Any] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def inputs_digest(self) -> str:
+        return self.digests.get("packages", "")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "lock-version": LOCK_VERSION,
-            "manifest": self.manifest,
-            "inputs-digest": self.inputs_digest,
-            "target": self.target,
-            "packages": [f.to_dict() for f in sorted(self.packages, key=lambda f: f.name)],
-            "tools": {k: v.to_dict() for k, v in sorted(self.tools.items())},
-            "app": self.app,
-            "models": self.models,
-        }
+        out: dict[str, Any] = {"lock-version": LOCK_VERSION, "manifest": self.manifest, "target": self.target}
+        if "packages" in self.digests:
+            out["packages"] = {
+                "inputs-digest": self.digests["packages"],
+                "files": [f.to_dict() for f in sorted(self.packages, key=lambda f: f.name)],
+                "tools": {k: v.to_dict() for k, v in sorted(self.tools.items())},
+            }
+        if "app" in self.digests:
+            out["app"] = {"inputs-digest": self.digests["app"], **self.app}
+        if "models" in self.digests:
+            out["models"] = {"inputs-digest": self.digests["models"], "models": self.models}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> "Lock":
@@ -47,13 +58,21 @@ class Lock:
             if data.get("lock-version") != LOCK_VERSION:
                 raise ArtifactRejected("%s has lock-version %r, expected %d" % (where, data.get("lock-version"), LOCK_VERSION),
                                        "run cosybuild lock")
-            return cls(
-                str(data["manifest"]), str(data["inputs-digest"]), dict(data["target"]),
-                [LockedFile.from_dict(p) for p in data["packages"]],
-                {k: LockedFile.from_dict(v) for k, v in data.get("tools", {}).items()},
-                dict(data.get("app", {})), list(data.get("models", [])),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+            lock = cls(str(data["manifest"]), dict(data["target"]))
+            if "packages" in data:
+                sec = data["packages"]
+                lock.digests["packages"] = str(sec["inputs-digest"])
+                lock.packages = [LockedFile.from_dict(p) for p in sec["files"]]
+                lock.tools = {k: LockedFile.from_dict(v) for k, v in sec.get("tools", {}).items()}
+            if "app" in data:
+                sec = dict(data["app"])
+                lock.digests["app"] = str(sec.pop("inputs-digest"))
+                lock.app = sec
+            if "models" in data:
+                lock.digests["models"] = str(data["models"]["inputs-digest"])
+                lock.models = list(data["models"]["models"])
+            return lock
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactRejected("%s is not a valid lock (%s)" % (where, exc), "run cosybuild lock")
 
 
@@ -75,7 +94,9 @@ def write_lock(lock: Lock, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def check_fresh(lock: Lock, profile: Profile, path: Path) -> None:
-    if lock.inputs_digest != profile.inputs_digest():
-        raise ArtifactRejected("%s no longer matches %s" % (path, profile.path),
-                               "run cosybuild lock %s" % profile.name)
+def stale_sections(lock: Lock, profile: Profile, sections: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(missing, stale) among `sections`: missing ones may be locked now, stale ones stop pack."""
+    want = profile.section_digests()
+    missing = [s for s in sections if s not in lock.digests]
+    stale = [s for s in sections if s in lock.digests and lock.digests[s] != want[s]]
+    return missing, stale

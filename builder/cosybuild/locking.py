@@ -1,44 +1,60 @@
-"""`cosybuild lock`: pin packages, the target's uv, the app commit and the models."""
+"""`cosybuild lock`: pin packages (with the target's uv), the app commit and the models."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
+
+from cosyinstall.errors import ArtifactRejected
 
 from cosybuild.appsource import pin_app
-from cosybuild.lock import Lock, check_fresh, read_lock, write_lock
+from cosybuild.lock import SECTIONS, Lock, read_lock, stale_sections, write_lock
 from cosybuild.models import pin_models
 from cosybuild.packages import lock_packages
 from cosybuild.profile import Profile
 
-__all__ = ["make_lock", "lock_profile", "ensure_lock"]
+__all__ = ["lock_sections", "ensure_lock", "sections_for"]
 
 
-def make_lock(profile: Profile) -> Lock:
-    packages, tools = lock_packages(profile)
-    return Lock(
-        manifest=profile.name,
-        inputs_digest=profile.inputs_digest(),
-        target={"python": profile.target.python, "platform": profile.target.platform},
-        packages=packages,
-        tools=tools,
-        app=pin_app(profile),
-        models=pin_models(profile),
-    )
+def sections_for(only: str | None) -> tuple[str, ...]:
+    """Lock sections a pack needs: --only packages also needs the app, which rides in that zip."""
+    if only == "packages":
+        return ("packages", "app")
+    if only == "models":
+        return ("models",)
+    return SECTIONS
 
 
-def lock_profile(profile: Profile) -> tuple[Lock, Path]:
-    lock = make_lock(profile)
+def lock_sections(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple[Lock, Path]:
+    """Re-pin the given sections, keep the others as they are, write the lock."""
     path = profile.lock_path()
+    lock = read_lock(path)
+    target = {"python": profile.target.python, "platform": profile.target.platform}
+    if lock is None or lock.target != target:
+        lock = Lock(profile.name, target)
+    digests = profile.section_digests()
+    for section in sections:
+        if section == "packages":
+            lock.packages, lock.tools = lock_packages(profile)
+        elif section == "app":
+            lock.app = pin_app(profile)
+        elif section == "models":
+            lock.models = pin_models(profile)
+        lock.digests[section] = digests[section]
+    lock.manifest = profile.name
     write_lock(lock, path)
     return lock, path
 
 
-def ensure_lock(profile: Profile) -> tuple[Lock, Path, bool]:
-    """The profile's lock, made now if there is none; a stale lock is refused (exit 3)."""
+def ensure_lock(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple[Lock, Path, list[str]]:
+    """The lock with `sections` current: missing sections are locked now, stale ones refused (exit 3)."""
+    sections = list(sections)
     path = profile.lock_path()
-    lock = read_lock(path)
-    if lock is None:
-        lock, path = lock_profile(profile)
-        return lock, path, True
-    check_fresh(lock, profile, path)
-    return lock, path, False
+    lock = read_lock(path) or Lock(profile.name, {"python": profile.target.python, "platform": profile.target.platform})
+    missing, stale = stale_sections(lock, profile, sections)
+    if stale:
+        raise ArtifactRejected("%s no longer matches %s (%s changed)" % (path, profile.path, ", ".join(stale)),
+                               "run cosybuild lock %s" % profile.name)
+    if missing:
+        lock, path = lock_sections(profile, missing)
+    return lock, path, missing

@@ -16,7 +16,7 @@ from cosyinstall.zipwrite import Member, write_artifact
 from cosybuild.appsource import export_app
 from cosybuild.cache import Cache
 from cosybuild.lock import Lock
-from cosybuild.locking import ensure_lock
+from cosybuild.locking import ensure_lock, sections_for
 from cosybuild.models import model_members
 from cosybuild.packages import file_member, package_members
 from cosybuild.profile import Profile
@@ -32,7 +32,7 @@ ONLY = ("packages", "models")
 class PackResult:
     out: Path
     lock_path: Path
-    locked_now: bool
+    locked_now: list[str]
     written: list[Path] = field(default_factory=list)
 
 
@@ -44,7 +44,7 @@ def _pack_packages(profile: Profile, lock: Lock, cache: Cache, work: Path, out: 
     members, meta = package_members(profile, lock, cache, work, reporter)
     app_root = export_app(profile, lock.app, work)
     members += [file_member("app/" + rel, full, executable) for rel, full, executable in walk_tree(app_root)]
-    meta.update({"app": lock.app, "server": profile.server.to_dict(), "lock-digest": lock.inputs_digest})
+    meta.update({"app": lock.app, "server": profile.server.to_dict(), "lock-digests": dict(lock.digests)})
     path = out / PACKAGES_ZIP
     write_artifact(str(path), "packages", profile.name, _target(profile), members, meta, reporter)
     return path
@@ -83,9 +83,9 @@ def _write_sums(out: Path, names: list[str], reporter: Reporter) -> Path:
 def pack(profile: Profile, out: Path, reporter: Reporter, only: str | None = None, cache: Cache | None = None) -> PackResult:
     if only is not None and only not in ONLY:
         raise UsageError("--only must be one of %s" % ", ".join(ONLY))
-    lock, lock_path, locked_now = ensure_lock(profile)
+    lock, lock_path, locked_now = ensure_lock(profile, sections_for(only))
     if locked_now:
-        reporter.info("locked %s: %d packages -> %s" % (profile.name, len(lock.packages), lock_path))
+        reporter.info("locked %s (%s) -> %s" % (profile.name, ", ".join(locked_now), lock_path))
     cache = cache or Cache()
     out.mkdir(parents=True, exist_ok=True)
     result = PackResult(out, lock_path, locked_now)

@@ -76,19 +76,21 @@ class Profile:
     def base_dir(self) -> Path:
         return self.path.parent
 
-    def inputs_digest(self) -> str:
-        """Digest of what the lock depends on: target, packages, app source and model sources."""
-        data = {
-            "target": asdict(self.target),
-            "packages": asdict(self.packages),
-            "app": {"git": self.app.git, "rev": self.app.rev, "submodules": self.app.submodules},
+    def section_inputs(self) -> dict[str, Any]:
+        """What each lock section depends on; a section is stale when its inputs change."""
+        return {
+            "packages": {"target": asdict(self.target), "packages": asdict(self.packages)},
+            "app": {"git": self.app.git, "rev": self.app.rev, "submodules": self.app.submodules, "path": self.app.path},
             "models": [
                 {"name": m.name, "source": m.source, "repo": m.repo, "revision": m.revision,
-                 "include": list(m.include), "exclude": list(m.exclude)}
-                for m in self.models if m.source != "local"
+                 "include": list(m.include), "exclude": list(m.exclude), "extra": dict(m.extra)}
+                for m in self.models
             ],
         }
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def section_digests(self) -> dict[str, str]:
+        return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()
+                for k, v in self.section_inputs().items()}
 
     def lock_path(self) -> Path:
         manifests = (REPO_ROOT / "manifests").resolve()

@@ -262,7 +262,7 @@ class Readiness:
         ):
             return Verdict(
                 HUNG,
-                "%s printed nothing for %s and port %d is still closed, the signature of a start that hangs"
+                "%s printed nothing new for %s and port %d is still closed, the signature of a start that hangs"
                 " in MPI initialisation; %s"
                 % (self._who(), _seconds(obs.now - self.last_output), self.port, self._tail_text()),
                 "check the %s launcher and run cosyinstall start --launcher direct to confirm" % self.launcher

@@ -159,7 +159,8 @@ def _leftover_session(record: Dict[str, Any]) -> Optional[int]:
     """The session id whose members are ours to stop, or None when nothing can be ours.
 
     While any process is in a session the kernel keeps its id allocated, so if the leader
-    is gone the id cannot have been recycled and every member is a leftover of our server.
+    is gone the id cannot have been recycled and every member is a leftover of our server;
+    a live leader with another start time is a recycled pid, and then nothing is ours.
     """
     pid = record["pid"]
     sid = record.get("sid", pid)
@@ -169,6 +170,32 @@ def _leftover_session(record: Dict[str, Any]) -> Optional[int]:
     if stat is not None and record.get("starttime") is not None and stat[3] != record["starttime"]:
         return None
     return sid
+
+
+def _environ_value(pid: int, name: str) -> Optional[str]:
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode("utf-8", "replace")
+    return None
+
+
+def _members(record: Dict[str, Any]) -> List[int]:
+    """Live processes that belong to the recorded server: its whole session."""
+    sid = _leftover_session(record)
+    if sid is None:
+        return [int(record["pid"])] if _is_ours(record) else []
+    members = session_processes(sid)
+    if not _is_ours(record) and record.get("venv"):
+        # With the leader gone, also ask for the environment every process we launch
+        # inherits, so that no foreign process is ever signalled on the word of a pid file.
+        members = [m for m in members if _environ_value(m, "VIRTUAL_ENV") == record["venv"]]
+    return members
 
 
 @contextmanager
@@ -277,6 +304,7 @@ def start_server(
             "argv": argv,
             "started": time.time(),
             "launcher": chosen,
+            "venv": env["VIRTUAL_ENV"],
             "health_path": spec.health_path,
             "ready_log": spec.ready_log,
             "log_offset": offset,
@@ -437,23 +465,23 @@ def _signal_all(pgid: Optional[int], pids: List[int], sig: int) -> None:
 def _terminate(record: Dict[str, Any], grace: float) -> bool:
     """Stop the recorded server and everything in its session; whether anything ran."""
     pid = int(record["pid"])
-    sid = _leftover_session(record)
     ours = _is_ours(record)
     pgid = int(record.get("pgid", pid)) if ours else None
-    if pgid is not None and pgid <= 1:
+    if pgid is not None and (pgid <= 1 or pgid == os.getpgid(0)):
         pgid = None
-    members = session_processes(sid) if sid is not None else []
+    members = _members(record)
     if not ours and not members:
         _reap(pid)
         return False
     # mpirun forwards SIGTERM to the app it launched, so the group gets it first; the
-    # app sits in its own process group (prterun makes one per rank), hence the session sweep.
-    _signal_all(pgid, [], signal.SIGTERM)
+    # app sits in its own process group (prterun makes one per rank), hence the session
+    # sweep later. With no launcher left, the leftovers are told directly.
+    _signal_all(pgid, [] if ours else members, signal.SIGTERM)
     deadline = time.monotonic() + grace
     swept = False
     while True:
         _reap(pid)
-        left = session_processes(sid) if sid is not None else ([pid] if _is_ours(record) else [])
+        left = _members(record)
         if not left:
             break
         remaining = deadline - time.monotonic()
@@ -468,7 +496,7 @@ def _terminate(record: Dict[str, Any], grace: float) -> bool:
     settle = time.monotonic() + 5.0
     while time.monotonic() < settle:
         _reap(pid)
-        left = session_processes(sid) if sid is not None else ([pid] if _is_ours(record) else [])
+        left = _members(record)
         if not left:
             break
         _signal_all(None, left, signal.SIGKILL)
@@ -523,8 +551,7 @@ def server_status(to: str, spec: Optional[ServerSpec] = None) -> Dict[str, Any]:
     if not _is_ours(record):
         status["stale_pid_file"] = True
         # The launcher is gone but what it spawned may still run (and hold the port).
-        sid = _leftover_session(record)
-        status["leftovers"] = session_processes(sid) if sid is not None else []
+        status["leftovers"] = _members(record)
         return status
     status.update(
         running=True,
