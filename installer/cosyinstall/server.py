@@ -247,6 +247,11 @@ def start_server(
                     "the server is already running (pid %d, port %s); log: %s"
                     % (record["pid"], record.get("port"), log_path(to))
                 )
+                if record.get("port") != chosen_port:
+                    reporter.warn(
+                        "the running server listens on port %s, not %d; run cosyinstall stop first to move it"
+                        % (record.get("port"), chosen_port)
+                    )
                 return int(record["pid"])
             # The pid file outlived its server; clear what may be left of that session
             # so that a leftover child does not hold the port against the new start.
@@ -374,14 +379,20 @@ def wait_ready(
     poll: float = 0.5,
     no_port_grace: float = DEFAULT_NO_PORT_GRACE,
 ) -> None:
-    """Block until the server is ready; on any failure stop all of it and raise NotReady."""
+    """Block until the server is ready; on any failure stop all of it and raise NotReady.
+
+    `port` matters only for a pid file that records none: the recorded port wins.
+    """
     reporter = reporter or NullReporter()
     to = os.path.abspath(to)
     record = read_record(to)
     if record is None:
         raise NotReady("no server has been started in %s" % to, "run cosyinstall start")
     pid = int(record["pid"])
-    chosen_port = int(record.get("port", spec.port)) if port is None else port
+    # The pid file knows the port the server was really started on; a server found already
+    # running must not be judged (and killed) by a port it never meant to open.
+    recorded = record.get("port")
+    chosen_port = recorded if isinstance(recorded, int) else (spec.port if port is None else port)
     log = log_path(to)
     # Wall-clock start from the pid file, advanced by the monotonic clock so a clock step
     # during a half-hour wait cannot fire or postpone a timeout.

