@@ -11,7 +11,7 @@ from cosyinstall.errors import ArtifactRejected, UsageError
 from cosyinstall.progress import Reporter
 from cosyinstall.streams import hash_file
 from cosyinstall.sums import SUMS_NAME, format_sums, read_sums
-from cosyinstall.zipwrite import Member, write_artifact
+from cosyinstall.zipwrite import write_artifact
 
 from cosybuild.appsource import export_app
 from cosybuild.cache import Cache

@@ -15,6 +15,7 @@ from cosybuild.fetch import FetchItem, fetch_all
 from cosybuild.lock import Lock
 from cosybuild.profile import Profile
 from cosybuild.resolve import LockedFile, choose_file, compile_pylock, locate, locked_file, resolve
+from cosybuild.sdists import BuiltWheel, build_sdists
 from cosybuild.uvtool import uv_version
 
 __all__ = ["lock_packages", "package_members", "fetch_locked", "file_member"]
@@ -28,7 +29,7 @@ def _uv_for_target(profile: Profile) -> LockedFile:
     version = uv_version()
     for pkg in compile_pylock(profile, ["uv==%s" % version], no_deps=True):
         if pkg.get("name") == "uv" and pkg.get("wheels"):
-            return locked_file(pkg, choose_file(pkg))
+            return locked_file(pkg, choose_file(pkg, profile.target.python, profile.target.platform))
     raise UsageError("uv %s has no wheel for %s" % (version, profile.target.platform),
                      "install a uv release that ships wheels for the target")
 
@@ -64,28 +65,37 @@ def _extract_uv(wheel: Path, dest: Path) -> Path:
     return dest
 
 
-def _requirements_txt(files: list[LockedFile], dest: Path) -> Path:
+def _requirements_txt(pins: list[tuple[str, str, str]], dest: Path) -> Path:
     lines = ["# Offline install: uv pip install --no-index --require-hashes --find-links wheels -r requirements.txt\n"]
-    for f in sorted(files, key=lambda f: f.name):
-        lines.append("%s==%s --hash=sha256:%s\n" % (f.name, f.version, f.sha256))
+    for name, version, sha256 in sorted(pins):
+        lines.append("%s==%s --hash=sha256:%s\n" % (name, version, sha256))
     dest.write_text("".join(lines), encoding="utf-8")
     return dest
 
 
+def _built_meta(b: BuiltWheel) -> dict:
+    return {"name": b.sdist.name, "version": b.sdist.version, "filename": b.filename, "sha256": b.sha256,
+            "built-from": {"filename": b.sdist.filename, "size": b.sdist.size, "sha256": b.sdist.sha256}}
+
+
 def package_members(profile: Profile, lock: Lock, cache: Cache, work: Path, reporter: Reporter) -> tuple[list[Member], dict]:
-    """Members wheels/*, uv/uv and requirements.txt, plus the manifest metadata describing them."""
-    sdists = [f for f in lock.packages if not f.is_wheel]
-    if sdists:
-        raise UsageError("%s %s is locked as an sdist (%s), which this cosybuild cannot turn into a wheel yet"
-                         % (sdists[0].name, sdists[0].version, sdists[0].filename),
-                         "pin a version that has a wheel for %s" % profile.target.platform)
+    """Members wheels/*, uv/uv and requirements.txt, plus the manifest metadata describing them.
+
+    Locked sdists are built into wheels here; requirements.txt pins the built wheel's sha256,
+    so the box installs everything with --require-hashes and never builds.
+    """
     uv_file = lock.tools["uv"]
     paths = fetch_locked(profile, lock.packages + [uv_file], cache, reporter)
-    members = [Member("wheels/" + f.filename, str(paths[f.sha256]), f.size, f.sha256) for f in lock.packages]
+    wheels = [f for f in lock.packages if f.is_wheel]
+    built = build_sdists(profile, [f for f in lock.packages if not f.is_wheel], paths, cache, work / "sdists", reporter)
+    members = [Member("wheels/" + f.filename, str(paths[f.sha256]), f.size, f.sha256) for f in wheels]
+    members += [Member("wheels/" + b.filename, str(b.path), b.size, b.sha256) for b in built]
     members.append(file_member("uv/uv", _extract_uv(paths[uv_file.sha256], work / "uv"), executable=True))
-    members.append(file_member("requirements.txt", _requirements_txt(lock.packages, work / "requirements.txt")))
+    pins = [(f.name, f.version, f.sha256) for f in wheels] + [(b.sdist.name, b.sdist.version, b.sha256) for b in built]
+    members.append(file_member("requirements.txt", _requirements_txt(pins, work / "requirements.txt")))
+    listed = [{"name": f.name, "version": f.version, "filename": f.filename} for f in wheels] + [_built_meta(b) for b in built]
     meta = {
-        "packages": [{"name": f.name, "version": f.version, "filename": f.filename} for f in lock.packages],
+        "packages": sorted(listed, key=lambda p: p["name"]),
         "uv": {"version": uv_file.version, "filename": uv_file.filename},
     }
     return members, meta

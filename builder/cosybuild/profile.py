@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from cosyinstall.artifact import ServerSpec
-from cosyinstall.errors import ArtifactRejected, CosyError, UsageError
+from cosyinstall.errors import CosyError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +41,8 @@ class Packages:
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
+    only_binary: tuple[str, ...] = ()
+    exclude_newer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,9 @@ class Profile:
     def section_inputs(self) -> dict[str, Any]:
         """What each lock section depends on; a section is stale when its inputs change."""
         return {
-            "packages": {"target": asdict(self.target), "packages": asdict(self.packages)},
+            # Newer keys enter the digest only when set, so locks made before them stay current.
+            "packages": {"target": asdict(self.target), "packages": {
+                k: v for k, v in asdict(self.packages).items() if v or k not in ("only_binary", "exclude_newer")}},
             "app": {"git": self.app.git, "rev": self.app.rev, "submodules": self.app.submodules, "path": self.app.path},
             "models": [
                 {"name": m.name, "source": m.source, "repo": m.repo, "revision": m.revision,
@@ -146,6 +151,16 @@ def _requirements(table: Mapping[str, Any], base: Path, where: str) -> tuple[str
     return tuple(lines)
 
 
+def _exclude_newer(value: Any) -> str | None:
+    """TOML may give a datetime or a string; uv takes an RFC 3339 timestamp or a date."""
+    if value is None or value == "":
+        return None
+    text = value.isoformat() if hasattr(value, "isoformat") else value
+    if not isinstance(text, str) or not re.match(r"^\d{4}-\d{2}-\d{2}", text):
+        raise ManifestError("[packages].exclude-newer must be a date such as 2026-01-31, not %r" % (value,))
+    return text
+
+
 def load_profile(spec: str | None) -> Profile:
     path = resolve_manifest_path(spec)
     where = str(path)
@@ -162,6 +177,8 @@ def load_profile(spec: str | None) -> Profile:
         pk.get("index-url") or None,
         _strs(pk.get("extra-index-urls"), where + " [packages].extra-index-urls"),
         _strs(pk.get("find-links"), where + " [packages].find-links"),
+        _strs(pk.get("only-binary"), where + " [packages].only-binary"),
+        _exclude_newer(pk.get("exclude-newer")),
     )
     app_t = _req(raw, "app", where)
     if bool(app_t.get("git")) == bool(app_t.get("path")):

@@ -7,12 +7,13 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Mapping
 
 from cosyinstall.errors import EnvironmentUnsuitable
 
 from cosybuild.profile import Packages, Profile, relative
 
-__all__ = ["uv_bin", "uv_version", "index_args", "run_uv"]
+__all__ = ["uv_bin", "uv_version", "index_args", "binary_args", "resolver_args", "only_binary", "exclude_newer", "run_uv"]
 
 
 def uv_bin() -> str:
@@ -53,7 +54,32 @@ def index_args(profile: Profile) -> list[str]:
     return args
 
 
-def run_uv(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.setdefault("UV_PYTHON_DOWNLOADS", "never")
-    return subprocess.run([uv_bin(), *args], capture_output=True, text=True, cwd=cwd, env=env)
+def only_binary(profile: Profile) -> tuple[str, ...]:
+    """[packages] only-binary: names that must come as wheels (":all:" for every package)."""
+    return profile.packages.only_binary
+
+
+def exclude_newer(profile: Profile) -> str | None:
+    """[packages] exclude-newer: files published later are ignored, so re-locking reproduces."""
+    return profile.packages.exclude_newer
+
+
+def binary_args(profile: Profile) -> list[str]:
+    """uv options that forbid sdists for the named packages, so a wheel-stub is never chosen."""
+    args: list[str] = []
+    for name in only_binary(profile):
+        args += ["--only-binary", name]
+    return args
+
+
+def resolver_args(profile: Profile) -> list[str]:
+    """Options for resolving a new lock only: locating locked pins later must not filter by date."""
+    date = exclude_newer(profile)
+    return ["--exclude-newer", date] if date else []
+
+
+def run_uv(args: list[str], cwd: Path | None = None, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    merged = dict(os.environ)
+    merged.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    merged.update(env or {})
+    return subprocess.run([uv_bin(), *args], capture_output=True, text=True, cwd=cwd, env=merged)
