@@ -1,0 +1,190 @@
+"""Hugging Face Hub models through `huggingface_hub`: pin a branch or tag to its commit, fetch files at it.
+
+The client resolves the revision, lists the tree (size, and sha256 for LFS files), builds
+each file's URL and performs the HTTP transfer (endpoint, token, redirects to the CDN).
+We own the rest: the client checks only sizes and, in recent versions, throws away a
+partial file on restart, so bytes go into our cache's resumable .part and are hashed by us.
+Files kept in git (not LFS) are listed with their git oid only; lock time downloads them
+once (they are small), checks the oid, and records their sha256, so the lock names every
+file by content and a later pack needs the Hub only for what the cache lacks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from cosyinstall.errors import ArtifactRejected, CosyError, EnvironmentUnsuitable, UsageError
+from cosyinstall.names import check_member_name
+from cosyinstall.progress import Reporter
+
+from cosybuild.cache import Cache
+from cosybuild.fetch import FetchError
+from cosybuild.profile import Model
+from cosybuild.sources import FetchedFile, pinned_files, wanted
+from cosybuild.sources.transfer import Getter, Sink, Transient, Want, download_unhashed, download_verified
+
+__all__ = ["HuggingFaceSource"]
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_RETRY_STATUS = {408, 425, 429}
+
+
+def _status(exc: BaseException) -> Optional[int]:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+class HuggingFaceSource:
+    """A [[models]] entry with source = "huggingface"."""
+
+    def __init__(self, cache: Optional[Cache] = None) -> None:
+        # Read now rather than trusting the client's import-time copy of HF_ENDPOINT.
+        self.endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
+        self.cache = cache
+
+    # -- helpers --------------------------------------------------------------------------
+    def _where(self) -> str:
+        from huggingface_hub import constants
+
+        return self.endpoint or constants.ENDPOINT
+
+    def _api(self):
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.endpoint)
+
+    @staticmethod
+    def _has_token() -> bool:
+        from huggingface_hub import get_token
+
+        return bool(get_token())
+
+    def _gated(self, model: Model) -> EnvironmentUnsuitable:
+        if self._has_token():
+            return EnvironmentUnsuitable("model %s: Hugging Face repo %s is gated and the token in HF_TOKEN has no access to it"
+                                         % (model.name, model.repo),
+                                         "accept the repo's terms on its page with that account, or use another token")
+        return EnvironmentUnsuitable("model %s: Hugging Face repo %s is gated and no token is set" % (model.name, model.repo),
+                                     "accept its terms on its page, then set HF_TOKEN to an access token of that account")
+
+    @contextmanager
+    def _errors(self, model: Model, what: str) -> Iterator[None]:
+        """Turn the client's exceptions into one sentence with the contract's exit code."""
+        from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
+                                           RepositoryNotFoundError, RevisionNotFoundError)
+
+        try:
+            yield
+        except (CosyError, Transient):
+            raise
+        except GatedRepoError:
+            raise self._gated(model) from None
+        except HFValidationError:
+            raise UsageError("model %s: %r is not a Hugging Face repo id" % (model.name, model.repo),
+                             "write it as owner/name") from None
+        except RevisionNotFoundError:
+            raise UsageError("model %s: Hugging Face repo %s has no branch, tag or commit named %s"
+                             % (model.name, model.repo, model.revision), "fix revision in the manifest") from None
+        except RepositoryNotFoundError:
+            raise UsageError("model %s: %s has no model repo %s, or it is private and HF_TOKEN gives no access"
+                             % (model.name, self._where(), model.repo),
+                             "check repo in the manifest, or set HF_TOKEN") from None
+        except EntryNotFoundError:
+            raise ArtifactRejected("model %s: Hugging Face repo %s no longer has %s" % (model.name, model.repo, what),
+                                   "run cosybuild lock --only models --upgrade") from None
+        except HfHubHTTPError as exc:
+            status = _status(exc)
+            if status in (401, 403):
+                raise EnvironmentUnsuitable("model %s: %s refused access to %s (HTTP %s)"
+                                            % (model.name, self._where(), model.repo, status),
+                                            "set HF_TOKEN to a token that may read it") from None
+            raise FetchError("model %s: %s answered HTTP %s for %s" % (model.name, self._where(), status, what),
+                             "try again later or set HF_ENDPOINT to a mirror") from None
+        except Exception as exc:  # the transport's own errors differ between client versions
+            raise FetchError("model %s: cannot reach %s for %s (%s)" % (model.name, self._where(), what, exc),
+                             "check the network or proxy, or set HF_ENDPOINT to a mirror") from None
+
+    def _getter(self, model: Model, commit: str) -> Getter:
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils import build_hf_headers, disable_progress_bars
+
+        # Our reporter shows progress; the client's own bars would interleave with it.
+        disable_progress_bars()
+        # identity: a compressed body would not line up with the byte ranges we resume at.
+        headers = dict(build_hf_headers(), **{"Accept-Encoding": "identity"})
+
+        def get(want: Want, sink: Sink) -> None:
+            from huggingface_hub.utils import HfHubHTTPError
+
+            url = hf_hub_url(model.repo, want.key, revision=commit, endpoint=self.endpoint)
+            with self._errors(model, want.key):
+                try:
+                    http_get(url, sink, resume_size=sink.tell(), headers=headers, expected_size=want.size,
+                             displayed_filename=want.label)
+                except CosyError:
+                    raise
+                except HfHubHTTPError as exc:
+                    status = _status(exc)
+                    if status is not None and (status >= 500 or status in _RETRY_STATUS):
+                        raise Transient("HTTP %d" % status) from None
+                    raise
+                except Exception as exc:
+                    # Connection drops and the client's size check: what we kept is resumed.
+                    raise Transient(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+        return get
+
+    # -- the protocol ---------------------------------------------------------------------
+    def pin(self, model: Model) -> dict:
+        from huggingface_hub.hf_api import RepoFile
+
+        api = self._api()
+        with self._errors(model, "revision %s" % model.revision):
+            info = api.model_info(model.repo, revision=model.revision)
+        commit = str(getattr(info, "sha", "") or "")
+        if not _COMMIT.match(commit):
+            raise ArtifactRejected("model %s: %s gave no commit for %s at %s"
+                                   % (model.name, self._where(), model.repo, model.revision))
+        if getattr(info, "gated", False) and not self._has_token():
+            raise self._gated(model)
+        with self._errors(model, "the file list at %s" % commit):
+            entries = [e for e in api.list_repo_tree(model.repo, revision=commit, recursive=True) if isinstance(e, RepoFile)]
+        chosen = sorted((e for e in entries if wanted(e.path, model.include, model.exclude)), key=lambda e: e.path)
+        if not chosen:
+            raise UsageError("model %s: no file of %s at %s is left after include/exclude" % (model.name, model.repo, commit))
+        cache = self.cache or Cache()
+        get = self._getter(model, commit)
+        files = []
+        for entry in chosen:
+            check_member_name(entry.path, "Hugging Face repo %s" % model.repo)
+            label = "%s/%s" % (model.name, entry.path)
+            if entry.lfs is not None:
+                files.append({"path": entry.path, "size": int(entry.lfs.size),
+                              "sha256": str(entry.lfs.sha256).lower(), "lfs": True})
+            else:
+                digest, _path = download_unhashed(label, entry.path, int(entry.size), get, cache, git_oid=entry.blob_id)
+                files.append({"path": entry.path, "size": int(entry.size), "sha256": digest})
+        return {"name": model.name, "source": "huggingface", "repo": model.repo, "revision": model.revision,
+                "commit": commit, "files": files}
+
+    def fetch(self, model: Model, pin: dict, cache: Cache, reporter: Reporter) -> list[FetchedFile]:
+        files = pinned_files(model, pin)
+        commit = str(pin.get("commit", ""))
+        if not _COMMIT.match(commit):
+            raise ArtifactRejected("the lock pins no commit for model %s" % model.name,
+                                   "run cosybuild lock --only models --upgrade")
+        wants = [Want("%s/%s" % (model.name, f["path"]), f["path"], f["size"], f["sha256"]) for f in files]
+        # The getter (and so the client) is only touched when something is missing.
+        lazy: dict = {}
+
+        def get(want: Want, sink: Sink) -> None:
+            if "get" not in lazy:
+                lazy["get"] = self._getter(model, commit)
+            lazy["get"](want, sink)
+
+        paths = download_verified(wants, get, cache, reporter, "model %s" % model.name)
+        return [(f["path"], paths[f["sha256"]], False) for f in files]
