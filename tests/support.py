@@ -75,3 +75,117 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
             st = p.lstat()
             out[str(p.relative_to(root))] = (st.st_ino, st.st_mtime_ns, st.st_size)
     return out
+
+
+# -- helpers added for the installer's apply tests (append-only) ------------------------------
+
+
+def tree_digest(root: Path, exclude: tuple = (".cosyinstall",)) -> dict[str, tuple]:
+    """relpath -> (kind, content sha256 or link target, mode) for everything under root.
+
+    Compares two installs by content (unlike tree_snapshot, which proves nothing was rewritten);
+    top-level names in `exclude` (state and logs) are left out. The one thing uv writes that
+    differs between two clean installs, the time in dist-info/uv_cache.json (and its RECORD
+    line), is not compared.
+    """
+    import hashlib
+    import stat as st
+
+    out: dict[str, tuple] = {}
+    for dirpath, dirs, files in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        if rel_dir.parts and rel_dir.parts[0] in exclude:
+            continue
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if rel.split("/")[0] in exclude:
+                continue
+            info = p.lstat()
+            if st.S_ISLNK(info.st_mode):
+                out[rel] = ("link", os.readlink(p), 0)
+            elif st.S_ISDIR(info.st_mode):
+                out[rel] = ("dir", "", st.S_IMODE(info.st_mode))
+            elif name == "uv_cache.json" and rel_dir.name.endswith(".dist-info"):
+                # uv stamps the time it unpacked the wheel: differs between any two installs.
+                out[rel] = ("file", "uv cache timestamp", st.S_IMODE(info.st_mode))
+            else:
+                h = hashlib.sha256()
+                with p.open("rb") as f:
+                    data = f.read() if name == "RECORD" else None
+                    if data is not None:
+                        data = b"".join(l for l in data.splitlines(True) if b"/uv_cache.json," not in l)
+                        h.update(data)
+                    else:
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            h.update(chunk)
+                out[rel] = ("file", h.hexdigest(), st.S_IMODE(info.st_mode))
+    return out
+
+
+def rewrite_sums(dist: Path) -> None:
+    """Recompute SHA256SUMS (with size lines) for the files it lists plus any zip present."""
+    import hashlib
+
+    sys.path.insert(0, str(REPO / "installer"))
+    from cosyinstall.sums import format_sums
+
+    names = set()
+    sums = dist / "SHA256SUMS"
+    if sums.exists():
+        for line in sums.read_text().splitlines():
+            if line and not line.startswith("#"):
+                names.add(line.split(None, 1)[1].lstrip("*"))
+    names |= {p.name for p in dist.glob("*.zip")}
+    items = []
+    for name in sorted(names):
+        path = dist / name
+        if path.exists():
+            items.append((name, hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size))
+    sums.write_text(format_sums(items))
+
+
+def apply_argv(dist: Path, to: Path, *extra: str, python: str = "python3") -> list[str]:
+    """`apply --no-start` of dist into to, offline (unshare -n), as argv."""
+    cmd = " ".join(pyz(dist, "apply", "--no-start", "--from", str(dist), "--to", str(to), *extra, python=python))
+    return ["unshare", "-n", "sh", "-c", "ip link set lo up && exec " + cmd]
+
+
+def manifest_bytes(kind: str, files: dict, target: dict | None = None, meta: dict | None = None,
+                   sizes: dict | None = None) -> bytes:
+    """MANIFEST.json for `files` (name -> bytes); `sizes` overrides a listed size (to make it lie)."""
+    import hashlib
+    import json
+
+    listed = [{"path": name, "size": (sizes or {}).get(name, len(data)), "sha256": hashlib.sha256(data).hexdigest()}
+              for name, data in sorted(files.items())]
+    doc = {"format": "cosy-offline/1", "kind": kind, "name": "test",
+           "target": target if target is not None else {"python": "3.10", "platform": "x86_64-manylinux_2_28"},
+           "files": listed}
+    doc.update(meta or {})
+    return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
+
+
+def write_zip(path: Path, members: list, compress: int = 8) -> Path:
+    """Write members [(name or ZipInfo, bytes)] as they are: no checks, duplicates allowed."""
+    import warnings
+    import zipfile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about duplicate names; that is the point
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in members:
+                info = name if isinstance(name, zipfile.ZipInfo) else zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
+                if not isinstance(name, zipfile.ZipInfo):
+                    info.external_attr = 0o100644 << 16
+                    info.compress_type = compress
+                z.writestr(info, data)
+    return path
+
+
+def patch_file(path: Path, old: bytes, new: bytes) -> None:
+    """Replace every occurrence of old with new (same length): edits names and sizes in headers."""
+    assert len(old) == len(new)
+    data = path.read_bytes()
+    assert old in data, old
+    path.write_bytes(data.replace(old, new))

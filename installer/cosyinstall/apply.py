@@ -1,34 +1,31 @@
-"""Orchestration of `check` and `apply`: uploads -> preflight -> journaled steps -> server.
+"""Orchestration of `check` and `apply`: uploads -> preflight table -> staged, journaled steps -> server.
 
-Each step is invalidated in the journal before it starts and recorded after it completes,
-so an interrupted apply is finished by the next one, and an unchanged bundle does nothing.
+apply runs in two phases (steps.py): every changed file of every step is first extracted and
+verified into .cosyinstall/staging, so damage anywhere is found before anything in <to>
+changes; then the steps are committed one by one, each journaled. An interrupted apply is
+finished by the next one; an unchanged bundle does nothing; a failed first install leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cosyinstall import installed as inst
-from cosyinstall.artifact import ArtifactManifest, FileEntry
-from cosyinstall.bundle import KIND_OF, MODELS_ZIP, PACKAGES_ZIP, find_uploads, verify_uploads
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
-from cosyinstall.extract import extract_entries, publish, remove_stale, rmtree
+from cosyinstall.extract import disk_full, is_disk_full
 from cosyinstall.journal import ApplyLock, StateDir
-from cosyinstall.names import RESERVED_TOP
-from cosyinstall.preflight import Finding, choose_python, evaluate, raise_first
-from cosyinstall.probe import gather
+from cosyinstall.plan import STEPS
+from cosyinstall.preflight import Finding, choose_python, cuda_major, evaluate, raise_first
+from cosyinstall.probe import PythonFound, gather
 from cosyinstall.progress import Reporter
-from cosyinstall.venv import create_venv, install_requirements
-from cosyinstall.zipread import ArtifactReader
+from cosyinstall.sources import Bundle, artifact_failure
+from cosyinstall.steps import Run, after_failure, install, todo, uv_row
 
 __all__ = ["Options", "Outcome", "check", "apply", "STEPS"]
-
-STEPS = ("app", "venv", "models")
-UV_MEMBER = "uv/uv"
-REQUIREMENTS_MEMBER = "requirements.txt"
-WHEELS_PREFIX = "wheels/"
 
 
 @dataclass
@@ -50,204 +47,145 @@ class Outcome:
     already_running: bool = False
 
 
-class _Bundle:
-    """The opened, manifest-checked artifacts of one upload folder."""
-
-    def __init__(self, opts: Options, state: StateDir, reporter: Reporter) -> None:
-        self.uploads = find_uploads(opts.from_dir)
-        self.readers: Dict[str, ArtifactReader] = {}
-        try:
-            for name, kind in KIND_OF.items():
-                if name in self.uploads:
-                    self.readers[kind] = ArtifactReader(self.uploads[name].path, kind)
-            if "packages" in self.readers:
-                _check_app_names(self.readers["packages"])
-            self.verified = verify_uploads(self.uploads, state.load().get("uploads", {}), reporter)
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def target(self) -> Dict[str, Any]:
-        first = self.readers.get("packages") or self.readers["models"]
-        return first.manifest.target
-
-    def digest(self, step: str) -> Optional[str]:
-        reader = self.readers.get("models" if step == "models" else "packages")
-        return reader.manifest.digest() if reader else None
-
-    def close(self) -> None:
-        for reader in self.readers.values():
-            reader.close()
+# -- preflight -----------------------------------------------------------------------------
 
 
-def _check_app_names(reader: ArtifactReader) -> None:
-    for entry in inst.app_entries(reader.manifest):
-        top = entry.path[len(inst.APP_PREFIX):].split("/")[0]
-        if top in RESERVED_TOP:
-            raise ArtifactRejected(
-                "%s: app member %s would overwrite the installer's own %s" % (reader.path, entry.path, top)
-            )
-
-
-def _todo(bundle: _Bundle, state: StateDir) -> List[Tuple[str, str]]:
-    todo = []
-    for step in STEPS:
-        digest = bundle.digest(step)
-        if digest is None:
-            if step != "models" and state.step_done(step) is None:
-                raise ArtifactRejected(
-                    "%s is not in the upload folder and nothing is installed yet" % PACKAGES_ZIP,
-                    "upload it with SHA256SUMS",
-                )
-            continue
-        if state.step_done(step) != digest:
-            todo.append((step, digest))
-    return todo
-
-
-def _need_bytes(bundle: _Bundle, todo: List[Tuple[str, str]]) -> int:
+def _need_bytes(bundle: Bundle, steps: List[Tuple[str, str]]) -> int:
     total = 0
-    for step, _digest in todo:
-        reader = bundle.readers["models" if step == "models" else "packages"]
-        if step == "app":
-            total += sum(e.size for e in inst.app_entries(reader.manifest))
-        elif step == "venv":
-            wheels = sum(e.size for e in reader.manifest.files if not e.path.startswith(inst.APP_PREFIX))
-            # Wheels are staged, then unpacked into the venv at roughly twice their size.
-            total += wheels * 3
-        else:
-            total += reader.manifest.total_size
+    for step, _digest in steps:
+        if step in ("app", "venv") and bundle.packages is not None:
+            total += bundle.packages.need_bytes(step)
+        elif step == "models" and bundle.models is not None:
+            total += bundle.models.need_bytes()
     return total
 
 
-def _preflight(bundle: _Bundle, opts: Options, todo: List[Tuple[str, str]]) -> List[Finding]:
-    minor = str(bundle.target.get("python", ""))
-    need_python = any(step == "venv" for step, _ in todo)
-    facts = gather(opts.to, minor, opts.python) if need_python else gather(opts.to, minor, os.devnull)
-    findings = evaluate(facts, bundle.target, _need_bytes(bundle, todo))
-    if not need_python:
-        findings = [f for f in findings if f.check != "python"]
-        findings.insert(0, Finding("python", True, "venv already installed; no interpreter needed"))
-    findings.insert(0, Finding("artifacts", True, ", ".join(
-        "%s (%s)" % (name, r.manifest.digest()[:12]) for name, r in
-        ((n, bundle.readers[k]) for n, k in KIND_OF.items() if k in bundle.readers))))
-    bundle.python = choose_python(facts, minor) if need_python else None  # type: ignore[attr-defined]
-    return findings
+def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -> Tuple[List[Finding], Optional[PythonFound]]:
+    target = bundle.target()
+    minor = str(target.get("python") or "") or None
+    need_python = any(step == "venv" for step, _ in steps)
+    facts = gather(opts.to, minor, opts.python, want_python=need_python)
+    cuda = cuda_major(bundle.packages.packages()) if bundle.packages is not None else None
+    findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda)
+    if need_python and bundle.packages is not None:
+        findings.insert(1, uv_row(bundle.packages, StateDir(opts.to)))
+    return findings, (choose_python(facts, minor) if need_python else None)
+
+
+def _preflight(bundle: Bundle, state: StateDir, opts: Options, everything: bool) -> Tuple[List[Finding], List[Tuple[str, str]], Optional[PythonFound]]:
+    findings = list(bundle.findings)
+    todo_steps: List[Tuple[str, str]] = []
+    if not any(f.code == ArtifactRejected.exit_code and not f.ok for f in findings):
+        try:
+            todo_steps = todo(bundle, state)
+        except ArtifactRejected as exc:
+            findings.append(artifact_failure("artifacts", exc))
+    judged = todo_steps
+    if everything and not todo_steps:
+        # check on an installed tree still judges the box for every step the bundle holds.
+        judged = [(s, "") for s in STEPS if (s == "models" and bundle.models) or (s != "models" and bundle.packages)]
+    box, python = _box_findings(bundle, opts, judged)
+    return findings + box, todo_steps, python
 
 
 def check(opts: Options, reporter: Reporter) -> List[Finding]:
     """Preflight only: verify the uploads and judge the box; writes nothing."""
     state = StateDir(opts.to)
-    bundle = _Bundle(opts, state, reporter)
+    bundle = Bundle(opts.from_dir, state.load().get("uploads", {}), reporter)
     try:
-        todo = _todo(bundle, state)
-        if not todo:
-            todo = [(s, bundle.digest(s) or "") for s in STEPS if bundle.digest(s)]
-        return _preflight(bundle, opts, todo)
+        _warn_handmade(bundle, reporter)
+        findings, _todo_steps, _python = _preflight(bundle, state, opts, everything=True)
+        return findings
     finally:
         bundle.close()
 
 
-def apply(opts: Options, reporter: Reporter, start: Optional[Callable[[Dict[str, Any], bool], Optional[str]]] = None) -> Outcome:
-    """Install the bundle in opts.from_dir into opts.to; `start(manifest_meta, changed)` starts the server."""
+def _warn_handmade(bundle: Bundle, reporter: Reporter) -> None:
+    for label in bundle.handmade:
+        reporter.warn("!" * 72)
+        reporter.warn("%s has no MANIFEST.json: it was not made by cosybuild, so NOTHING in it can be" % label)
+        reporter.warn("verified beyond each member's CRC. Installing it the way the deploy script does.")
+        reporter.warn("!" * 72)
+
+
+# -- apply ---------------------------------------------------------------------------------
+
+
+def apply(
+    opts: Options,
+    reporter: Reporter,
+    start: Optional[Callable[[Dict[str, Any], bool], Optional[str]]] = None,
+    show: Optional[Callable[[List[Finding]], None]] = None,
+) -> Outcome:
+    """Install the bundle in opts.from_dir into opts.to.
+
+    `show(findings)` is called with the preflight table before anything is written;
+    `start(manifest_meta, changed)` starts the server afterwards.
+    """
     opts.to = os.path.abspath(opts.to)
     state = StateDir(opts.to)
-    bundle = _Bundle(opts, state, reporter)
+    bundle = Bundle(opts.from_dir, state.load().get("uploads", {}), reporter)
     outcome = Outcome()
     try:
-        todo = _todo(bundle, state)
-        outcome.findings = _preflight(bundle, opts, todo)
+        _warn_handmade(bundle, reporter)
+        outcome.findings, _todo_steps, python = _preflight(bundle, state, opts, everything=False)
+        if show is not None:
+            show(outcome.findings)
         raise_first(outcome.findings)
+        existed = os.path.exists(opts.to)
+        fresh = not inst.anything_installed(state) and (not existed or _only_state(opts.to))
         try:
             state.ensure()
         except PermissionError:
             raise EnvironmentUnsuitable("no permission to create %s" % state.root, "run as root or choose another --to")
-        with ApplyLock(state, wait=opts.wait_lock), open(state.path("install.log"), "a", encoding="utf-8") as log:
-            reporter.log = log
-            data = state.load()
-            data["uploads"] = bundle.verified
-            state.save(data)
-            # Another apply may have finished while we waited for the lock.
-            for step, digest in _todo(bundle, state):
-                reporter.info("step %s: installing from %s" % (step, digest[:12]))
-                _STEP_FUNCS[step](bundle, state, opts, reporter)
-                state.mark(step, digest)
-                outcome.ran.append(step)
-            if not outcome.ran:
-                reporter.info("Nothing to do: %s already holds exactly these artifacts." % opts.to)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(state.root)
+            raise
+        with ApplyLock(state, wait=opts.wait_lock, on_wait=reporter.info) as lock:
+            run = Run(opts.to, state, bundle, reporter, python, lock)
+            with open(state.path("install.log"), "a", encoding="utf-8") as log:
+                reporter.log = log
+                try:
+                    install(run, outcome.ran)
+                except BaseException as exc:
+                    reporter.log = None
+                    left = after_failure(run, fresh, existed)
+                    if is_disk_full(exc):
+                        raise _disk_full_error(exc, opts.to, left) from None
+                    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        raise EnvironmentUnsuitable(
+                            "no permission to write %s (%s)" % (exc.filename or opts.to, exc.strerror),
+                            "run as root or choose another --to") from None
+                    if getattr(exc, "disk_full", False):
+                        exc.hint = _disk_hint(left)  # type: ignore[attr-defined]
+                    raise
+                finally:
+                    reporter.log = None
             if not opts.no_start and start is not None:
                 manifest = inst.installed_manifest(state, "packages")
-                if manifest is not None:
+                if manifest is not None and manifest.server() is not None:
                     outcome.url = start(manifest.meta, bool(outcome.ran))
-            reporter.log = None
+                else:
+                    reporter.warn("the installed bundle defines no server, so none was started")
     finally:
         bundle.close()
     return outcome
 
 
-def _step_app(bundle: _Bundle, state: StateDir, opts: Options, reporter: Reporter) -> None:
-    reader = bundle.readers["packages"]
-    old = inst.installed_manifest(state, "packages")
-    new_entries = inst.app_entries(reader.manifest)
-    rels = _extract_changed(reader, new_entries, inst.app_entries(old), inst.APP_PREFIX, opts.to,
-                            state.path("staging", "app"), reporter)
-    remove_stale(opts.to, inst.app_paths(old), inst.app_paths(reader.manifest))
-    state.write_json("packages.MANIFEST.json", reader.manifest.to_bytes())
-    reporter.info("app: %d files written, %d unchanged" % (rels, len(new_entries) - rels))
+def _only_state(to: str) -> bool:
+    try:
+        return set(os.listdir(to)) <= {".cosyinstall"}
+    except OSError:
+        return False
 
 
-def _step_models(bundle: _Bundle, state: StateDir, opts: Options, reporter: Reporter) -> None:
-    reader = bundle.readers["models"]
-    old = inst.installed_manifest(state, "models")
-    dest = os.path.join(opts.to, inst.MODELS_DIR)
-    entries = list(reader.manifest.files)
-    written = _extract_changed(reader, entries, list(old.files) if old else [], "", dest,
-                               state.path("staging", "models"), reporter)
-    remove_stale(dest, inst.model_paths(old), inst.model_paths(reader.manifest))
-    state.write_json("models.MANIFEST.json", reader.manifest.to_bytes())
-    reporter.info("models: %d files written, %d unchanged" % (written, len(entries) - written))
+def _disk_hint(left: bool) -> str:
+    if left:
+        return "free some space and run apply again; it resumes where this one stopped"
+    return "free some space and run apply again; nothing was left behind"
 
 
-def _extract_changed(reader: ArtifactReader, entries: List[FileEntry], old: List[FileEntry], strip: str,
-                     dest: str, staging: str, reporter: Reporter) -> int:
-    """Extract only entries whose content differs from the installed version; returns the count."""
-    previous = {e.path: e for e in old}
-    changed = []
-    for entry in entries:
-        before = previous.get(entry.path)
-        target = os.path.join(dest, entry.path[len(strip):])
-        if (before is not None and before.sha256 == entry.sha256 and before.executable == entry.executable
-                and os.path.isfile(target) and os.path.getsize(target) == entry.size):
-            continue
-        changed.append(entry)
-    rmtree(staging)
-    rels = extract_entries(reader, changed, staging, strip, reporter)
-    publish(staging, dest, rels)
-    rmtree(staging)
-    return len(rels)
-
-
-def _step_venv(bundle: _Bundle, state: StateDir, opts: Options, reporter: Reporter) -> None:
-    reader = bundle.readers["packages"]
-    python = getattr(bundle, "python", None)
-    if python is None:
-        raise EnvironmentUnsuitable("no CPython %s found" % bundle.target.get("python"), "pass one with --python")
-    work = state.path("work")
-    cache = state.path("uv-cache")
-    venv = inst.venv_dir(opts.to)
-    rmtree(work)
-    entries = [e for e in reader.manifest.files if not e.path.startswith(inst.APP_PREFIX)]
-    if UV_MEMBER not in {e.path for e in entries} or REQUIREMENTS_MEMBER not in {e.path for e in entries}:
-        raise ArtifactRejected("%s carries no %s or %s" % (reader.path, UV_MEMBER, REQUIREMENTS_MEMBER))
-    extract_entries(reader, entries, work, "", reporter)
-    rmtree(venv)
-    uv = os.path.join(work, UV_MEMBER)
-    create_venv(uv, python.path, venv, cache, reporter)
-    install_requirements(uv, venv, os.path.join(work, WHEELS_PREFIX.rstrip("/")),
-                         os.path.join(work, REQUIREMENTS_MEMBER), cache, reporter)
-    rmtree(work)
-    rmtree(cache)
-
-
-_STEP_FUNCS = {"app": _step_app, "venv": _step_venv, "models": _step_models}
+def _disk_full_error(exc: BaseException, to: str, left: bool) -> EnvironmentUnsuitable:
+    where = getattr(exc, "filename", None) or to
+    return disk_full(str(where), _disk_hint(left))

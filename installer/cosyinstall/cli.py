@@ -97,10 +97,11 @@ def _start(to: str, args: argparse.Namespace, reporter, restart: bool = False) -
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from cosyinstall.apply import Options, check
-    from cosyinstall.preflight import first_blocking, raise_first, render
+    from cosyinstall.preflight import raise_first, render
 
     findings = check(Options(args.from_dir, args.to, args.python), _reporter(args))
     print(render(findings))
+    sys.stdout.flush()
     raise_first(findings)
     print("preflight passed: %s can be installed into %s" % (args.from_dir, os.path.abspath(args.to)))
     return 0
@@ -116,9 +117,13 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     def start(_meta: Dict[str, Any], changed: bool) -> Optional[str]:
         return _start(opts.to, args, reporter, restart=changed)
 
-    outcome = apply(opts, reporter, start=start)
-    if not args.quiet:
-        print(render(outcome.findings))
+    def show(findings: list) -> None:
+        # The table comes first, before anything is written, so a refusal is seen in context.
+        if not args.quiet or any(not f.ok for f in findings):
+            print(render(findings))
+            sys.stdout.flush()
+
+    outcome = apply(opts, reporter, start=start, show=show)
     if outcome.ran:
         print("installed into %s (%s)" % (opts.to, ", ".join(outcome.ran)))
     else:
@@ -129,14 +134,22 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from cosyinstall.verify import verify_tree
+    from cosyinstall.verify import mark_for_repair, verify_steps
 
-    problems = verify_tree(args.to, _reporter(args))
+    found = verify_steps(args.to, _reporter(args))
+    problems = [p for step in sorted(found) for p in found[step]]
     if problems:
-        for problem in problems[1:]:
+        for problem in problems:
             print("  " + problem, file=sys.stderr)
-        more = " (and %d more above)" % (len(problems) - 1) if len(problems) > 1 else ""
-        raise ArtifactRejected(problems[0] + more, "run cosyinstall apply to repair")
+        marked = mark_for_repair(args.to, list(found))
+        more = " (and %d more listed above)" % (len(problems) - 1) if len(problems) > 1 else ""
+        if "" in found:
+            hint = "run cosyinstall apply first"
+        elif marked:
+            hint = "run cosyinstall apply to repair (it will redo: %s)" % ", ".join(marked)
+        else:
+            hint = "run cosyinstall apply to repair"
+        raise ArtifactRejected(problems[0] + more, hint)
     print("verified: %s matches its manifests" % os.path.abspath(args.to))
     return 0
 

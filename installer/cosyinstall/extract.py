@@ -1,7 +1,8 @@
 """Verified extraction into a staging directory, then a move into place.
 
 Every member is streamed once through copy_verified (sized, hashed); only a complete staging
-tree is published, file by file with os.replace on the same filesystem.
+tree is published, file by file with os.replace on the same filesystem, so a file in <to>
+is always either its old or its new version, never a half-written one.
 """
 
 from __future__ import annotations
@@ -9,14 +10,27 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from typing import Iterable, List, Optional
+from typing import IO, Callable, Iterable, List, Optional
 
 from cosyinstall.artifact import FileEntry
 from cosyinstall.errors import EnvironmentUnsuitable
+from cosyinstall.plan import Item
 from cosyinstall.progress import NullReporter, Reporter
-from cosyinstall.zipread import ArtifactReader
 
-__all__ = ["extract_entries", "publish", "remove_stale", "rmtree", "disk_full"]
+__all__ = [
+    "stage_items",
+    "extract_entries",
+    "publish",
+    "remove_paths",
+    "remove_stale",
+    "set_mode",
+    "rmtree",
+    "disk_full",
+    "is_disk_full",
+    "inside",
+]
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def rmtree(path: str) -> None:
@@ -26,77 +40,144 @@ def rmtree(path: str) -> None:
         os.unlink(path)
 
 
-def disk_full(exc: OSError, path: str) -> EnvironmentUnsuitable:
-    return EnvironmentUnsuitable(
-        "the disk filled up while writing %s" % path, "free some space and run apply again; nothing was installed"
-    )
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _FULL
 
 
-def _inside(root: str, rel: str) -> str:
+def disk_full(path: str, hint: str = "free some space and run apply again", during: str = "") -> EnvironmentUnsuitable:
+    """The one sentence for ENOSPC; marked so the caller can say what was left behind."""
+    what = "during %s" % during if during else "while writing %s" % path
+    err = EnvironmentUnsuitable("the disk filled up %s" % what, hint)
+    err.disk_full = True  # type: ignore[attr-defined]
+    return err
+
+
+def inside(root: str, rel: str) -> str:
     target = os.path.normpath(os.path.join(root, rel))
-    if os.path.commonpath([root, target]) != root:
+    if os.path.commonpath([root, target]) != root or target == root:
         # names.py already refused such names; this guards against a future bypass.
         raise EnvironmentUnsuitable("refusing to write %s outside %s" % (rel, root))
     return target
 
 
+class _Reader:
+    """What stage_items needs of an artifact reader (zipread or handmade)."""
+
+    label: str
+
+    def copy(self, key: str, size: int, sha256: Optional[str], dst: Optional[IO[bytes]],
+             advance: Optional[Callable[[int], None]] = None) -> str:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def mtime(self, key: str) -> float:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+def set_mode(path: str, executable: bool) -> None:
+    mode = 0o755 if executable else 0o644
+    if (os.stat(path).st_mode & 0o777) != mode:
+        os.chmod(path, mode)
+
+
+def stage_items(reader: _Reader, items: Iterable[Item], staging: str, reporter: Optional[Reporter] = None) -> List[FileEntry]:
+    """Write items under staging (at their `rel`); returns entries with the digests seen."""
+    reporter = reporter or NullReporter()
+    chosen = list(items)
+    staging = os.path.abspath(staging)
+    os.makedirs(staging, exist_ok=True)
+    written: List[FileEntry] = []
+    with reporter.task("extracting %s" % reader.label, sum(i.size for i in chosen)) as task:
+        for item in chosen:
+            target = inside(staging, item.rel)
+            try:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as out:
+                    digest = reader.copy(item.key, item.size, item.sha256, out, task.advance)
+                os.chmod(target, 0o755 if item.executable else 0o644)
+                # The member's own time, as unzip does: two installs of one zip are then
+                # identical, down to uv's records of the wheels' times.
+                stamp = reader.mtime(item.key)
+                os.utime(target, (stamp, stamp))
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full(target)
+                raise
+            written.append(FileEntry(item.rel, item.size, digest, item.executable))
+    return written
+
+
 def extract_entries(
-    reader: ArtifactReader,
+    reader,
     entries: Iterable[FileEntry],
     dest: str,
     strip: str = "",
     reporter: Optional[Reporter] = None,
 ) -> List[str]:
-    """Write entries (with `strip` removed from their paths) under dest; returns relative paths."""
-    reporter = reporter or NullReporter()
-    chosen = list(entries)
-    dest = os.path.abspath(dest)
-    os.makedirs(dest, exist_ok=True)
-    written: List[str] = []
-    total = sum(e.size for e in chosen)
-    with reporter.task("extracting %s" % reader.label, total) as task:
-        for entry in chosen:
-            rel = entry.path[len(strip):] if strip and entry.path.startswith(strip) else entry.path
-            target = _inside(dest, rel)
-            try:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                with open(target, "wb") as out:
-                    reader.copy_member(entry, out, task.advance)
-                os.chmod(target, 0o755 if entry.executable else 0o644)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise disk_full(exc, target)
-                raise
-            written.append(rel)
-    return written
+    """Write manifest entries (with `strip` removed from their paths) under dest; returns relative paths."""
+    items = [Item(e.path, e.path[len(strip):] if strip and e.path.startswith(strip) else e.path,
+                  e.size, e.sha256, e.executable) for e in entries]
+    return [e.path for e in stage_items(reader, items, dest, reporter)]
 
 
 def publish(staging: str, dest: str, rel_paths: Iterable[str]) -> None:
     """Move staged files into dest, replacing what is there; parents are created as needed."""
     dest = os.path.abspath(dest)
     for rel in rel_paths:
-        target = _inside(dest, rel)
+        target = inside(dest, rel)
         parent = os.path.dirname(target)
-        if os.path.lexists(parent) and not os.path.isdir(parent):
-            os.unlink(parent)
-        os.makedirs(parent, exist_ok=True)
+        _make_parent(dest, parent)
         if os.path.isdir(target) and not os.path.islink(target):
             shutil.rmtree(target)
-        os.replace(os.path.join(staging, rel), target)
+        _move(os.path.join(staging, rel), target)
+
+
+def _move(src: str, target: str) -> None:
+    """os.replace; across filesystems (pretrained_models linked to another disk) copy beside, then replace."""
+    try:
+        os.replace(src, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = target + ".cosyinstall-part"
+        try:
+            shutil.copy2(src, tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        os.unlink(src)
+
+
+def _make_parent(root: str, parent: str) -> None:
+    """Create parent, replacing any file (or link) that stands where a directory must be."""
+    os.makedirs(root, exist_ok=True)
+    path = root
+    for part in os.path.relpath(parent, root).split(os.sep):
+        if part in ("", "."):
+            continue
+        path = os.path.join(path, part)
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+            os.unlink(path)
+        if not os.path.isdir(path):
+            os.mkdir(path)
+
+
+def remove_paths(dest: str, rels: Iterable[str]) -> List[str]:
+    """Delete these files under dest and prune directories they leave empty."""
+    dest = os.path.abspath(dest)
+    removed: List[str] = []
+    for rel in sorted(set(rels)):
+        target = inside(dest, rel)
+        if os.path.lexists(target) and not (os.path.isdir(target) and not os.path.islink(target)):
+            os.unlink(target)
+            removed.append(rel)
+        parent = os.path.dirname(target)
+        while parent != dest and os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)
+            parent = os.path.dirname(parent)
+    return removed
 
 
 def remove_stale(dest: str, old: Iterable[str], new: Iterable[str]) -> List[str]:
     """Delete files the previous version listed and the new one does not; prune empty dirs."""
-    dest = os.path.abspath(dest)
-    keep = set(new)
-    removed: List[str] = []
-    for rel in sorted(set(old) - keep):
-        target = _inside(dest, rel)
-        if os.path.lexists(target) and not os.path.isdir(target):
-            os.unlink(target)
-            removed.append(rel)
-            parent = os.path.dirname(target)
-            while parent != dest and os.path.isdir(parent) and not os.listdir(parent):
-                os.rmdir(parent)
-                parent = os.path.dirname(parent)
-    return removed
+    return remove_paths(dest, set(old) - set(new))

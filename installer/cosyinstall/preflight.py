@@ -4,26 +4,48 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from cosyinstall.errors import EnvironmentUnsuitable
+from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
 from cosyinstall.probe import BoxFacts, PythonFound
 from cosyinstall.progress import human_bytes
 
-__all__ = ["Finding", "parse_platform", "evaluate", "choose_python", "first_blocking", "render", "MARGIN"]
+__all__ = [
+    "Finding",
+    "parse_platform",
+    "evaluate",
+    "choose_python",
+    "cuda_major",
+    "parse_version",
+    "MIN_DRIVER",
+    "first_blocking",
+    "raise_first",
+    "render",
+    "MARGIN",
+    "MARGIN_BYTES",
+    "need_with_margin",
+]
 
 # Extraction and the venv write more than the zips hold (installed wheels are unpacked).
 MARGIN = 1.15
 MARGIN_BYTES = 256 * 1024 * 1024
+# Oldest Linux driver that runs each CUDA major release (minor-version compatibility), from
+# NVIDIA's CUDA compatibility tables.
+MIN_DRIVER: Dict[int, Tuple[int, ...]] = {11: (450, 80, 2), 12: (525, 60, 13), 13: (580, 65, 6)}
+_CUDA_WHEEL = re.compile(r"^nvidia-[a-z0-9-]+-cu(\d+)$")
+_LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 
 
 @dataclass(frozen=True)
 class Finding:
+    """One row of the preflight table; a failed blocking row stops with its exit code."""
+
     check: str
     ok: bool
     detail: str
     blocking: bool = True
     hint: str = ""
+    code: int = EnvironmentUnsuitable.exit_code
 
     @property
     def status(self) -> str:
@@ -33,42 +55,112 @@ class Finding:
 
 
 def parse_platform(tag: str) -> Tuple[str, Optional[Tuple[int, int]]]:
-    """'x86_64-manylinux_2_28' -> ('x86_64', (2, 28)); other uv platforms give no glibc floor."""
+    """uv's --python-platform -> (machine, glibc floor).
+
+    'x86_64-manylinux_2_28' -> ('x86_64', (2, 28)); 'x86_64-manylinux2014' -> ('x86_64', (2, 17));
+    'x86_64-unknown-linux-gnu' and 'linux' give no floor.
+    """
     match = re.match(r"^([a-z0-9_]+)-manylinux_(\d+)_(\d+)$", tag)
     if match:
         return match.group(1), (int(match.group(2)), int(match.group(3)))
-    machine = tag.split("-")[0] if "-" in tag else ("x86_64" if tag in ("linux",) else tag)
-    return machine, None
+    match = re.match(r"^([a-z0-9_]+)-(manylinux\w+)$", tag)
+    if match and match.group(2) in _LEGACY_MANYLINUX:
+        return match.group(1), _LEGACY_MANYLINUX[match.group(2)]
+    if tag in ("linux", ""):
+        return ("x86_64" if tag else ""), None
+    return tag.split("-")[0], None
 
 
-def choose_python(facts: BoxFacts, minor: str) -> Optional[PythonFound]:
+def choose_python(facts: BoxFacts, minor: Optional[str]) -> Optional[PythonFound]:
+    """The interpreter to build the venv from: the target minor, or any CPython 3 if none is known."""
     for found in facts.pythons:
-        if found.minor == minor and found.implementation == "CPython":
+        if found.implementation != "CPython":
+            continue
+        if (minor and found.minor == minor) or (not minor and found.version[:2] >= (3, 8)):
             return found
     return None
 
 
-def evaluate(facts: BoxFacts, target: Mapping[str, Any], need_bytes: int) -> List[Finding]:
-    findings: List[Finding] = []
-    minor = str(target.get("python", ""))
+def parse_version(text: str) -> Tuple[int, ...]:
+    parts = []
+    for piece in text.strip().split("."):
+        digits = re.match(r"^\d+", piece)
+        if not digits:
+            break
+        parts.append(int(digits.group(0)))
+    return tuple(parts)
+
+
+def cuda_major(packages: Iterable[Mapping[str, Any]]) -> Optional[int]:
+    """The CUDA major release the locked wheels need, from names like nvidia-cuda-runtime-cu12."""
+    majors = []
+    for pkg in packages:
+        match = _CUDA_WHEEL.match(str(pkg.get("name", "")).lower().replace("_", "-"))
+        if match:
+            majors.append(int(match.group(1)))
+    return max(majors) if majors else None
+
+
+def need_with_margin(need_bytes: int) -> int:
+    return int(need_bytes * MARGIN) + MARGIN_BYTES
+
+
+def _python(facts: BoxFacts, minor: Optional[str], need_python: bool) -> Finding:
+    if not need_python:
+        return Finding("python", True, "not needed: the venv is already installed")
+    wanted = "CPython %s" % minor if minor else "a CPython 3"
     chosen = choose_python(facts, minor)
+    skipped = ""
+    if facts.python_failures:
+        skipped = " (skipped %d that did not run: %s)" % (len(facts.python_failures), ", ".join(facts.python_failures[:3]))
     if chosen is not None:
-        findings.append(Finding("python", True, "CPython %s at %s" % (".".join(map(str, chosen.version)), chosen.path)))
-    elif facts.python_asked:
+        return Finding("python", True, "CPython %s at %s%s" % (".".join(map(str, chosen.version)), chosen.path, skipped))
+    if facts.python_asked:
         got = facts.pythons[0] if facts.pythons else None
         what = "does not run" if got is None else "is %s %s" % (got.implementation, got.minor)
-        findings.append(Finding(
-            "python", False, "--python %s %s, but the target needs CPython %s" % (facts.python_asked, what, minor),
-            hint="pass --python with a CPython %s interpreter" % minor,
-        ))
-    else:
-        seen = ", ".join("%s %s" % (p.path, p.minor) for p in facts.pythons) or "none that run"
-        findings.append(Finding(
-            "python", False, "no CPython %s found on this box (found: %s)" % (minor, seen),
-            hint="install CPython %s (for example with conda) and pass it with --python" % minor,
-        ))
+        return Finding("python", False, "--python %s %s, but the bundle needs %s" % (facts.python_asked, what, wanted),
+                       hint="pass --python with a %s interpreter" % wanted)
+    seen = ", ".join("%s %s" % (p.path, p.minor) for p in facts.pythons) or "none that run"
+    return Finding("python", False, "no %s found on this box (found: %s)%s" % (wanted, seen, skipped),
+                   hint="install %s (for example with conda) and pass it with --python" % wanted)
+
+
+def _gpu(facts: BoxFacts, cuda: Optional[int]) -> Finding:
+    if not facts.gpu_driver:
+        note = "; the CUDA %d wheels need a driver" % cuda if cuda else ""
+        return Finding("gpu", False, "nvidia-smi not found or reports no GPU%s" % note, blocking=False)
+    text = "%s, driver %s" % (facts.gpu_name or "GPU", facts.gpu_driver)
+    floor = MIN_DRIVER.get(cuda) if cuda else None
+    if cuda and floor is None:
+        return Finding("gpu", False, "%s; the wheels need CUDA %d, whose minimum driver is unknown to this installer"
+                       % (text, cuda), blocking=False)
+    if floor is not None and parse_version(facts.gpu_driver) < floor:
+        need = ".".join(map(str, floor))
+        return Finding("gpu", False, "%s is older than %s, the minimum for the CUDA %d wheels in the lock"
+                       % (text, need, cuda), blocking=False,
+                       hint="pick an image or instance with a newer NVIDIA driver")
+    if cuda:
+        text += " (CUDA %d wheels need %s or newer)" % (cuda, ".".join(map(str, floor or ())))
+    return Finding("gpu", True, text, blocking=False)
+
+
+def evaluate(
+    facts: BoxFacts,
+    target: Mapping[str, Any],
+    need_bytes: int,
+    need_python: bool = True,
+    cuda: Optional[int] = None,
+) -> List[Finding]:
+    """Every box check as a table row, in the order a user fixes them."""
+    findings: List[Finding] = []
+    minor = str(target.get("python") or "") or None
+    findings.append(_python(facts, minor, need_python))
     machine, glibc_floor = parse_platform(str(target.get("platform", "")))
-    if machine and machine != facts.machine:
+    foreign = target.get("foreign-wheels") or []
+    if foreign:
+        findings.append(Finding("machine", False, "%d wheels are not for Linux, for example %s" % (len(foreign), foreign[0]),
+                                hint="download the wheels for linux x86_64 (manylinux)"))
+    elif machine and machine != facts.machine:
         findings.append(Finding("machine", False, "the bundle is for %s but this box is %s" % (machine, facts.machine),
                                 hint="build the bundle for this machine"))
     else:
@@ -83,7 +175,7 @@ def evaluate(facts: BoxFacts, target: Mapping[str, Any], need_bytes: int) -> Lis
             ))
         else:
             findings.append(Finding("glibc", True, "%d.%d (need %d.%d)" % (facts.glibc + glibc_floor)))
-    need = int(need_bytes * MARGIN) + MARGIN_BYTES
+    need = need_with_margin(need_bytes)
     if facts.free_bytes is None:
         findings.append(Finding("disk", False, "cannot read free space of %s" % facts.space_path, blocking=False))
     elif facts.free_bytes < need:
@@ -93,14 +185,14 @@ def evaluate(facts: BoxFacts, target: Mapping[str, Any], need_bytes: int) -> Lis
         ))
     else:
         findings.append(Finding("disk", True, "%s free on %s, need about %s" % (human_bytes(facts.free_bytes), facts.space_path, human_bytes(need))))
-    if facts.writable:
+    if facts.to_is_file:
+        findings.append(Finding("write", False, "%s is a file, not a directory" % facts.space_path,
+                                hint="pass a directory with --to"))
+    elif facts.writable:
         findings.append(Finding("write", True, "can write %s" % facts.space_path))
     else:
         findings.append(Finding("write", False, "no write permission on %s" % facts.space_path, hint="run as the owner or as root"))
-    if facts.gpu_driver:
-        findings.append(Finding("gpu", True, "%s, driver %s" % (facts.gpu_name or "GPU", facts.gpu_driver), blocking=False))
-    else:
-        findings.append(Finding("gpu", False, "nvidia-smi not found or reports no GPU", blocking=False))
+    findings.append(_gpu(facts, cuda))
     return findings
 
 
@@ -112,9 +204,13 @@ def first_blocking(findings: List[Finding]) -> Optional[Finding]:
 
 
 def raise_first(findings: List[Finding]) -> None:
+    """Raise the first blocking failure with its exit code: 3 for an artifact, 4 for the box."""
     bad = first_blocking(findings)
-    if bad is not None:
-        raise EnvironmentUnsuitable(bad.detail, bad.hint)
+    if bad is None:
+        return
+    if bad.code == ArtifactRejected.exit_code:
+        raise ArtifactRejected(bad.detail, bad.hint)
+    raise EnvironmentUnsuitable(bad.detail, bad.hint)
 
 
 def render(findings: List[Finding]) -> str:

@@ -43,6 +43,7 @@ class BoxFacts:
     gpu_driver: Optional[str] = None
     gpu_name: Optional[str] = None
     notes: List[str] = field(default_factory=list)
+    to_is_file: bool = False
 
 
 def probe_python(path: str, timeout: float = 15.0) -> Optional[PythonFound]:
@@ -58,9 +59,10 @@ def probe_python(path: str, timeout: float = 15.0) -> Optional[PythonFound]:
         return None
 
 
-def python_candidates(minor: str) -> List[str]:
+def python_candidates(minor: Optional[str]) -> List[str]:
     """Places a CPython of the wanted minor version is commonly found on GPU-cloud images."""
-    names = ["python%s" % minor, "python3", "python"]
+    exe = "python" + minor if minor else "python3"
+    names = [exe, "python3", "python"]
     found: List[str] = []
     for directory in os.environ.get("PATH", "").split(os.pathsep):
         for name in names:
@@ -70,11 +72,11 @@ def python_candidates(minor: str) -> List[str]:
     found.append(sys.executable)
     home = os.path.expanduser("~")
     roots = [os.environ.get("PYENV_ROOT", os.path.join(home, ".pyenv"))]
-    patterns = [os.path.join(r, "versions", minor + "*", "bin", "python" + minor) for r in roots]
-    for conda in (os.path.join(home, "miniconda3"), os.path.join(home, "anaconda3"), "/opt/conda"):
-        patterns.append(os.path.join(conda, "bin", "python" + minor))
-        patterns.append(os.path.join(conda, "envs", "*", "bin", "python" + minor))
-    patterns += ["/usr/bin/python" + minor, "/usr/local/bin/python" + minor]
+    patterns = [os.path.join(r, "versions", (minor or "3.") + "*", "bin", exe) for r in roots]
+    for conda in (os.path.join(home, "miniconda3"), os.path.join(home, "anaconda3"), "/opt/conda", "/root/miniconda3"):
+        patterns.append(os.path.join(conda, "bin", exe))
+        patterns.append(os.path.join(conda, "envs", "*", "bin", exe))
+    patterns += ["/usr/bin/" + exe, "/usr/local/bin/" + exe]
     for pattern in patterns:
         found.extend(sorted(glob.glob(pattern)))
     unique: List[str] = []
@@ -114,22 +116,28 @@ def _nvidia() -> Tuple[Optional[str], Optional[str]]:
     if not exe:
         return None, None
     try:
-        out = subprocess.run(
+        proc = subprocess.run(
             [exe, "--query-gpu=driver_version,name", "--format=csv,noheader"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=20, universal_newlines=True,
-        ).stdout.strip().splitlines()
-        if out:
-            driver, _, name = out[0].partition(",")
-            return driver.strip() or None, name.strip() or None
+        )
     except (OSError, subprocess.SubprocessError):
-        pass
-    return None, None
+        return None, None
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        # "NVIDIA-SMI has failed because it couldn't communicate with the driver" and the like.
+        return None, None
+    driver, _, name = lines[0].partition(",")
+    driver = driver.strip()
+    if not driver[:1].isdigit():
+        return None, None
+    return driver, name.strip() or None
 
 
-def gather(to: str, minor: str, python: Optional[str] = None) -> BoxFacts:
+def gather(to: str, minor: Optional[str], python: Optional[str] = None, want_python: bool = True) -> BoxFacts:
+    """Facts for preflight; Pythons are probed only when a venv will be built."""
     pythons: List[PythonFound] = []
     failures: List[str] = []
-    candidates = [python] if python else python_candidates(minor)
+    candidates = ([python] if python else python_candidates(minor)) if want_python else []
     seen = set()
     for cand in candidates:
         got = probe_python(cand)
@@ -140,13 +148,15 @@ def gather(to: str, minor: str, python: Optional[str] = None) -> BoxFacts:
             continue
         seen.add(got.path)
         pythons.append(got)
-        if not python and got.minor == minor and got.implementation == "CPython":
+        if not python and got.implementation == "CPython" and (got.minor == minor or (not minor and got.version >= (3, 8))):
             break
     space_path = nearest_existing(to)
     try:
         free: Optional[int] = shutil.disk_usage(space_path).free
     except OSError:
         free = None
-    writable = os.access(space_path, os.W_OK)
+    to_is_file = os.path.lexists(to) and not os.path.isdir(to)
+    writable = os.path.isdir(space_path) and os.access(space_path, os.W_OK)
     driver, name = _nvidia()
-    return BoxFacts(platform.machine(), _glibc(), pythons, python, failures, free, space_path, writable, driver, name)
+    return BoxFacts(platform.machine(), _glibc(), pythons, python if want_python else None, failures, free,
+                    space_path, writable, driver, name, to_is_file=to_is_file)

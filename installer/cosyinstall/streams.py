@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import IO, Callable, Optional
+from typing import IO, Callable, Optional, Tuple
 
 from cosyinstall.errors import ArtifactRejected
 
@@ -53,7 +53,7 @@ def copy_verified(
     return actual
 
 
-def hash_stream(src: IO[bytes], advance: Optional[Callable[[int], None]] = None) -> "tuple[int, str]":
+def hash_stream(src: IO[bytes], advance: Optional[Callable[[int], None]] = None) -> Tuple[int, str]:
     hasher = hashlib.sha256()
     size = 0
     while True:
@@ -67,6 +67,6 @@ def hash_stream(src: IO[bytes], advance: Optional[Callable[[int], None]] = None)
     return size, hasher.hexdigest()
 
 
-def hash_file(path: str, advance: Optional[Callable[[int], None]] = None) -> "tuple[int, str]":
+def hash_file(path: str, advance: Optional[Callable[[int], None]] = None) -> Tuple[int, str]:
     with open(path, "rb") as handle:
         return hash_stream(handle, advance)

@@ -6,18 +6,52 @@ with its cache on the same disk as --to, because the system disk of a rented box
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
+from cosyinstall.extract import disk_full
+from cosyinstall.plan import canonical_name
 from cosyinstall.progress import NullReporter, Reporter
 
-__all__ = ["uv_env", "create_venv", "install_requirements", "venv_python"]
+__all__ = [
+    "Uv",
+    "uv_env",
+    "create_venv",
+    "install_requirements",
+    "venv_python",
+    "venv_version",
+    "installed_dists",
+]
 
 
 def venv_python(venv: str) -> str:
     return os.path.join(venv, "bin", "python")
+
+
+def venv_version(venv: str) -> Optional[str]:
+    """'3.10.13' from pyvenv.cfg, or None if the venv is missing or unreadable."""
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition("=")
+                if key.strip() in ("version_info", "version"):
+                    return value.strip()
+    except OSError:
+        return None
+    return None
+
+
+def installed_dists(venv: str) -> Dict[str, str]:
+    """canonical name -> version of every distribution in the venv's site-packages."""
+    found: Dict[str, str] = {}
+    for info in glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.dist-info")):
+        base = os.path.basename(info)[: -len(".dist-info")]
+        name, _, version = base.rpartition("-")
+        found[canonical_name(name)] = version
+    return found
 
 
 def uv_env(cache_dir: str, environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
@@ -36,36 +70,62 @@ def uv_env(cache_dir: str, environ: Optional[Mapping[str, str]] = None) -> Dict[
     return env
 
 
-def _run(argv: List[str], env: Dict[str, str], what: str, reporter: Reporter) -> None:
-    reporter.info("%s: %s" % (what, " ".join(argv)))
-    try:
-        proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    except OSError as exc:
-        raise EnvironmentUnsuitable("cannot run %s (%s)" % (argv[0], exc.strerror or exc))
-    output = proc.stdout.decode("utf-8", "replace").strip()
-    if output and reporter.log is not None:
-        reporter.log.write(output + "\n")
-        reporter.log.flush()
-    if proc.returncode != 0:
-        last = [line for line in output.splitlines() if line.strip()][-3:]
-        detail = " / ".join(line.strip() for line in last) or "no output"
-        if "No space left" in output:
-            raise EnvironmentUnsuitable("the disk filled up during %s" % what, "free some space and run apply again")
-        raise ArtifactRejected("%s failed (uv exit %d): %s" % (what, proc.returncode, detail),
-                               "see .cosyinstall/install.log for uv's full output")
+class Uv:
+    """One uv binary, its cache directory, and file descriptors its runs must inherit."""
+
+    def __init__(self, exe: str, cache_dir: str, reporter: Optional[Reporter] = None,
+                 keep_fds: Sequence[int] = ()) -> None:
+        self.exe = exe
+        self.cache_dir = cache_dir
+        self.reporter = reporter or NullReporter()
+        self.keep_fds = tuple(keep_fds)
+
+    def run(self, args: List[str], what: str) -> None:
+        argv = [self.exe] + args
+        reporter = self.reporter
+        reporter.info("%s: %s" % (what, " ".join(argv)))
+        try:
+            proc = subprocess.run(argv, env=uv_env(self.cache_dir), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, pass_fds=self.keep_fds)
+        except OSError as exc:
+            raise EnvironmentUnsuitable("cannot run %s (%s)" % (self.exe, exc.strerror or exc),
+                                        "the bundle's uv is built for linux x86_64")
+        output = proc.stdout.decode("utf-8", "replace").strip()
+        if output and reporter.log is not None:
+            reporter.log.write(output + "\n")
+            reporter.log.flush()
+        if proc.returncode != 0:
+            last = [line for line in output.splitlines() if line.strip()][-3:]
+            detail = " / ".join(line.strip() for line in last) or "no output"
+            if "No space left" in output or "Disk quota exceeded" in output:
+                raise disk_full(self.cache, during=what)
+            raise ArtifactRejected("%s failed (uv exit %d): %s" % (what, proc.returncode, detail),
+                                   "see .cosyinstall/install.log for uv's full output")
+
+    def create_venv(self, python: str, venv: str) -> None:
+        self.run(["venv", "--quiet", "--python", python, venv], "creating the venv")
+
+    def install(self, venv: str, wheels: str, requirements: Optional[str], files: Sequence[str] = (),
+                require_hashes: bool = True) -> None:
+        """Install offline from the wheels folder: a requirements file, or the given wheel files."""
+        args = ["pip", "install", "--python", venv_python(venv), "--no-index", "--find-links", wheels, "--no-build"]
+        if require_hashes:
+            args.append("--require-hashes")
+        if requirements is not None:
+            args += ["--requirement", requirements]
+        args += list(files)
+        self.run(args, "installing packages")
+
+    def uninstall(self, venv: str, names: Sequence[str]) -> None:
+        if names:
+            self.run(["pip", "uninstall", "--python", venv_python(venv)] + list(names), "removing packages")
 
 
 def create_venv(uv: str, python: str, venv: str, cache_dir: str, reporter: Optional[Reporter] = None) -> None:
-    reporter = reporter or NullReporter()
-    _run([uv, "venv", "--quiet", "--python", python, venv], uv_env(cache_dir), "creating the venv", reporter)
+    Uv(uv, cache_dir, reporter).create_venv(python, venv)
 
 
 def install_requirements(
     uv: str, venv: str, wheels: str, requirements: str, cache_dir: str, reporter: Optional[Reporter] = None
 ) -> None:
-    reporter = reporter or NullReporter()
-    argv = [
-        uv, "pip", "install", "--python", venv_python(venv), "--no-index", "--require-hashes",
-        "--find-links", wheels, "--requirement", requirements, "--no-build",
-    ]
-    _run(argv, uv_env(cache_dir), "installing packages", reporter)
+    Uv(uv, cache_dir, reporter).install(venv, wheels, requirements)

@@ -1,42 +1,65 @@
 """Artifact reader: open a zip, gate on MANIFEST.json, check the central directory against it.
 
-Nothing here writes to disk; extraction lives in extract.py.
+Nothing here writes to disk; extraction lives in extract.py. Every problem found in the
+central directory (unsafe or unlisted names, duplicates, links, size lies) is found at
+open time, before a single byte is extracted.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import zipfile
 import zlib
-from typing import IO, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Callable, Dict, List, Optional
 
 from cosyinstall.artifact import MANIFEST_NAME, ArtifactManifest, FileEntry
 from cosyinstall.errors import ArtifactRejected
-from cosyinstall.names import check_member_mode, check_member_name
+from cosyinstall.names import check_member_mode, check_member_name, check_raw_name, fold
 from cosyinstall.streams import copy_verified
+from cosyinstall.zipraw import check_readable, open_member
 
-__all__ = ["ArtifactReader", "MANIFEST_LIMIT", "ZIP_ERRORS"]
+__all__ = ["ArtifactReader", "MANIFEST_LIMIT", "ZIP_ERRORS", "has_manifest", "member_time", "open_zip"]
 
 MANIFEST_LIMIT = 256 * 1024 * 1024
 # What zipfile raises on damaged data inside a member (bad CRC, broken deflate stream).
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
 
+def open_zip(path: str) -> zipfile.ZipFile:
+    """Open a zip's central directory, or say in one sentence why it cannot be read."""
+    try:
+        return zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise ArtifactRejected("%s is missing" % path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArtifactRejected(
+            "%s is not a readable zip (%s); it is probably truncated or corrupt" % (path, exc),
+            "upload it again and compare its size with the one in SHA256SUMS",
+        )
+
+
+def member_time(info: zipfile.ZipInfo) -> float:
+    """A member's timestamp (local time, as zip stores it) in seconds since the epoch."""
+    try:
+        return time.mktime(tuple(info.date_time) + (0, 0, -1))  # type: ignore[arg-type]
+    except (OverflowError, ValueError):
+        return 315532800.0  # 1980-01-01, the earliest a zip can say
+
+
+def has_manifest(archive: zipfile.ZipFile) -> bool:
+    return any(info.filename == MANIFEST_NAME for info in archive.infolist())
+
+
 class ArtifactReader:
     """An opened artifact whose central directory has been checked against its manifest."""
 
-    def __init__(self, path: str, expected_kind: Optional[str] = None) -> None:
+    handmade = False
+
+    def __init__(self, path: str, expected_kind: Optional[str] = None, archive: Optional[zipfile.ZipFile] = None) -> None:
         self.path = path
         self.label = os.path.basename(path)
-        try:
-            self.zip = zipfile.ZipFile(path)
-        except FileNotFoundError:
-            raise ArtifactRejected("%s is missing" % path)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise ArtifactRejected(
-                "%s is not a readable zip (%s); it is probably truncated or corrupt" % (path, exc),
-                "upload it again and compare its size with the one in SHA256SUMS",
-            )
+        self.zip = archive if archive is not None else open_zip(path)
         try:
             self.manifest = self._read_manifest()
             if expected_kind is not None and self.manifest.kind != expected_kind:
@@ -60,7 +83,14 @@ class ArtifactReader:
         if info.file_size > MANIFEST_LIMIT:
             raise ArtifactRejected("%s in %s is implausibly large" % (MANIFEST_NAME, self.path))
         try:
-            raw = self.zip.read(info)
+            check_readable(info, self.path)
+            src = open_member(self.zip, info, self.path)
+            try:
+                raw = src.read(info.file_size + 1)
+                if len(raw) != info.file_size or src.read(1):
+                    raise zipfile.BadZipFile("its size differs from the central directory")
+            finally:
+                src.close()
         except ZIP_ERRORS as exc:
             raise ArtifactRejected("%s in %s is damaged (%s)" % (MANIFEST_NAME, self.path, exc))
         return ArtifactManifest.from_bytes(raw, "%s in %s" % (MANIFEST_NAME, self.label))
@@ -68,19 +98,24 @@ class ArtifactReader:
     def _check_directory(self) -> Dict[str, zipfile.ZipInfo]:
         listed = self.manifest.by_path()
         found: Dict[str, zipfile.ZipInfo] = {}
+        folded: Dict[str, str] = {}
         for info in self.zip.infolist():
             name = info.filename
+            check_raw_name(info, self.label)
             if name == MANIFEST_NAME and MANIFEST_NAME not in found:
                 found[name] = info
                 continue
             if info.is_dir():
-                # Directory entries carry no data; their names must still be safe.
+                # Directory entries carry no data; their names and modes must still be safe.
                 check_member_name(name.rstrip("/"), self.label)
+                check_member_mode(name, info.external_attr, self.label, directory=True)
                 continue
             check_member_name(name, self.label)
             check_member_mode(name, info.external_attr, self.label)
-            if name in found:
+            if name in found or fold(name) in folded:
                 raise ArtifactRejected("%s holds the member %s twice" % (self.path, name))
+            folded[fold(name)] = name
+            check_readable(info, self.path)
             if name not in listed:
                 raise ArtifactRejected(
                     "%s holds %s, which its manifest does not list" % (self.path, name)
@@ -103,18 +138,31 @@ class ArtifactReader:
         return [e for e in self.manifest.files if e.path.startswith(prefix)]
 
     def open(self, entry: FileEntry) -> IO[bytes]:
-        return self.zip.open(self.infos[entry.path])
+        return open_member(self.zip, self.infos[entry.path], self.path)
 
     def copy_member(
         self, entry: FileEntry, dst: Optional[IO[bytes]], advance: Optional[Callable[[int], None]] = None
-    ) -> None:
+    ) -> str:
         """Stream one member into dst (or just verify it); damage names the member."""
-        what = "%s in %s" % (entry.path, self.label)
+        return self.copy(entry.path, entry.size, entry.sha256, dst, advance)
+
+    def copy(
+        self, key: str, size: int, sha256: Optional[str], dst: Optional[IO[bytes]],
+        advance: Optional[Callable[[int], None]] = None,
+    ) -> str:
+        """Stream member `key` into dst, enforcing size and sha256; returns the sha256."""
+        what = "%s in %s" % (key, self.label)
         try:
-            with self.open(entry) as src:
-                copy_verified(src, dst, entry.size, entry.sha256, what, advance)
+            src = open_member(self.zip, self.infos[key], self.path)
+            try:
+                return copy_verified(src, dst, size, sha256, what, advance)
+            finally:
+                src.close()
         except ZIP_ERRORS as exc:
             raise ArtifactRejected("%s is corrupt (%s)" % (what, exc))
+
+    def mtime(self, key: str) -> float:
+        return member_time(self.infos[key])
 
     def find_corrupt_member(self, advance: Optional[Callable[[int], None]] = None) -> Optional[str]:
         """Verify every member; return the first damage sentence, or None if all are good."""

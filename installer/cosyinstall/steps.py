@@ -1,0 +1,387 @@
+"""The install steps (app, venv, models): stage (extract and verify), then commit, journaled.
+
+Staging extracts every changed file into .cosyinstall/staging/<step> through the verified
+copy; nothing in <to> changes until every step has staged. Committing publishes the staged
+files with os.replace, builds or updates the venv with uv, runs the models' own steps, and
+records the step in the journal only when it is complete.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from cosyinstall import installed as inst
+from cosyinstall.artifact import FileEntry
+from cosyinstall.bundle import PACKAGES_ZIP
+from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
+from cosyinstall.extract import is_disk_full, publish, remove_paths, rmtree, set_mode, stage_items
+from cosyinstall.journal import ApplyLock, StateDir
+from cosyinstall.plan import STEPS, FilePlan, Item, app_items, dropped_packages, installed_map, model_items, plan_files
+from cosyinstall.preflight import Finding
+from cosyinstall.probe import PythonFound
+from cosyinstall.progress import Reporter
+from cosyinstall.sources import REQUIREMENTS_REL, UV_REL, WHEELS_DIR, Bundle, PackagesSource
+from cosyinstall.streams import hash_file
+from cosyinstall.sums import SUMS_NAME
+from cosyinstall.venv import Uv, installed_dists, venv_python, venv_version
+
+__all__ = ["Run", "todo", "install", "after_failure", "uv_row", "SCRATCH"]
+
+# Leftovers of an interrupted run inside .cosyinstall that no later step reads.
+SCRATCH = ("staging", "uv-cache", "work")
+
+
+@dataclass
+class Staged:
+    plan: FilePlan
+    written: List[FileEntry]
+    staging: str
+
+
+class Run:
+    """Everything one apply under the lock needs."""
+
+    def __init__(self, to: str, state: StateDir, bundle: Bundle, reporter: Reporter,
+                 python: Optional[PythonFound], lock: ApplyLock) -> None:
+        self.to = to
+        self.state = state
+        self.bundle = bundle
+        self.reporter = reporter
+        self.python = python
+        self.lock = lock
+        self.cache = state.path("uv-cache")
+        self.models_root = os.path.join(self.to, inst.MODELS_DIR)
+
+
+def todo(bundle: Bundle, state: StateDir) -> List[Tuple[str, str]]:
+    """(step, digest) for every step whose installed state differs from the bundle's."""
+    steps: List[Tuple[str, str]] = []
+    if bundle.packages is None:
+        if state.step_done("venv") is None:
+            raise ArtifactRejected(
+                "%s is not in the upload folder and nothing is installed in %s yet" % (PACKAGES_ZIP, state.to),
+                "upload it with %s" % SUMS_NAME,
+            )
+    else:
+        if bundle.packages.has_app:
+            steps.append(("app", bundle.packages.digest("app")))
+        steps.append(("venv", bundle.packages.digest("venv")))
+    if bundle.models is not None:
+        steps.append(("models", bundle.models.digest("models")))
+    return [(step, digest) for step, digest in steps if state.step_done(step) != digest]
+
+
+def install(run: Run, ran: List[str]) -> None:
+    """Stage every step that differs, then commit them in order; `ran` collects the steps done."""
+    state, reporter = run.state, run.reporter
+    data = state.load()
+    uploads = dict(data.get("uploads", {}))
+    uploads.update(run.bundle.verified)
+    data["uploads"] = uploads
+    state.save(data)
+    for name in SCRATCH:
+        rmtree(state.path(name))
+    # Another apply may have finished while we waited for the lock.
+    steps = todo(run.bundle, state)
+    for step in STEPS:
+        if step not in dict(steps):
+            state.discard_pending(step)
+    if not steps:
+        reporter.info("Nothing to do: %s already holds exactly these artifacts." % run.to)
+        return
+    staged: Dict[str, Staged] = {}
+    for step, digest in steps:
+        reporter.info("step %s: extracting and verifying (%s)" % (step, digest[:12]))
+        staged[step] = _STAGE[step](run)
+    # Staged bytes must be on disk before they replace anything (a power cut after a rename).
+    if hasattr(os, "sync"):
+        os.sync()
+    for step, digest in steps:
+        reporter.info("step %s: installing" % step)
+        _COMMIT[step](run, staged[step], digest)
+        ran.append(step)
+        reporter.info("step %s: done" % step)
+    if "venv" in ran and "models" not in ran:
+        _rerun_model_steps(run)
+    for name in SCRATCH:
+        rmtree(state.path(name))
+
+
+def after_failure(run: Run, fresh: bool, existed: bool) -> bool:
+    """Remove what a failed apply wrote; returns whether an earlier install is still in place."""
+    state = run.state
+    for name in SCRATCH:
+        _quiet(rmtree, state.path(name))
+    if state.pending("venv") is not None:
+        # uv stopped half-way: a venv in an unknown state is worse than none.
+        _quiet(rmtree, inst.venv_dir(run.to))
+    if fresh and not state.steps():
+        # A first install that failed: leave --to as it was found.
+        for step, root in (("app", run.to), ("models", run.models_root)):
+            _quiet(remove_paths, root, state.pending(step) or [])
+        for name in (inst.MODELS_DIR, inst.VENV_DIR):
+            _quiet(rmtree, os.path.join(run.to, name))
+        _quiet(rmtree, state.root)
+        if not existed:
+            _quiet(rmtree, run.to)
+        return False
+    return bool(state.steps())
+
+
+def _quiet(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except OSError:
+        pass
+
+
+def _uv_sources(source: PackagesSource, state: StateDir) -> List[Tuple[str, str]]:
+    """Where a uv for the venv step can come from, best first: (description, path or '')."""
+    found = []
+    if source.has(UV_REL):
+        found.append(("bundled in %s" % source.label, ""))
+    wheel = source.uv_wheel_rel()
+    if wheel:
+        found.append(("from %s in %s" % (os.path.basename(wheel), source.label), ""))
+    kept = inst.uv_path(state)
+    if os.path.isfile(kept) and os.access(kept, os.X_OK):
+        found.append(("kept by the last install at %s" % kept, kept))
+    on_path = shutil.which("uv")
+    if on_path:
+        found.append(("on PATH at %s" % on_path, on_path))
+    return found
+
+
+def uv_row(source: PackagesSource, state: StateDir) -> Finding:
+    found = _uv_sources(source, state)
+    if found:
+        return Finding("uv", True, found[0][0])
+    return Finding(
+        "uv", False, "no uv to install the wheels of %s with: the zip carries none and none is installed" % source.label,
+        hint="add uv's manylinux wheel (pip download uv --only-binary :all: --platform manylinux2014_x86_64) "
+             "to the zip, or put uv on PATH",
+    )
+
+
+# -- staging ------------------------------------------------------------------------------
+
+
+def _on_disk(root: str) -> Tuple[Callable[[str], Optional[int]], Callable[[str], Optional[str]]]:
+    def size(rel: str) -> Optional[int]:
+        try:
+            st = os.lstat(os.path.join(root, rel))
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def digest(rel: str) -> Optional[str]:
+        try:
+            return hash_file(os.path.join(root, rel))[1]
+        except OSError:
+            return None
+
+    return size, digest
+
+
+def _stage_files(run: Run, step: str, reader: Any, items: List[Item], installed: List[Item],
+                 root: str) -> Staged:
+    pending = run.state.pending(step)
+    size, digest = _on_disk(root)
+    old_paths = [i.rel for i in installed] + (pending or [])
+    plan = plan_files(items, installed_map(installed), size, digest, pending is not None, old_paths)
+    staging = run.state.path("staging", step)
+    rmtree(staging)
+    written = stage_items(reader, plan.write, staging, run.reporter)
+    return Staged(plan, written, staging)
+
+
+def _stage_app(run: Run) -> Staged:
+    source = run.bundle.packages
+    assert source is not None
+    old = inst.installed_manifest(run.state, "packages")
+    return _stage_files(run, "app", source.reader, source.app_items(), app_items(old), run.to)
+
+
+def _stage_models(run: Run) -> Staged:
+    source = run.bundle.models
+    assert source is not None
+    old = inst.installed_manifest(run.state, "models")
+    return _stage_files(run, "models", source.reader, source.items(), model_items(old), run.models_root)
+
+
+def _stage_venv(run: Run) -> Staged:
+    source = run.bundle.packages
+    assert source is not None
+    staging = run.state.path("staging", "venv")
+    rmtree(staging)
+    items = source.venv_items()
+    written = stage_items(source.reader, items, staging, run.reporter)
+    uv_wheel = source.uv_wheel_rel()
+    if not source.has(UV_REL) and uv_wheel is not None:
+        _uv_from_wheel(os.path.join(staging, uv_wheel), os.path.join(staging, UV_REL))
+    return Staged(FilePlan(write=items), written, staging)
+
+
+def _uv_from_wheel(wheel: str, dest: str) -> None:
+    """The uv binary inside uv's own wheel (<name>.data/scripts/uv)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".data/scripts/uv")]
+            if not names:
+                return
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with archive.open(names[0]) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+    except (zipfile.BadZipFile, OSError) as exc:
+        if is_disk_full(exc):
+            raise
+        raise ArtifactRejected("%s is not a readable uv wheel (%s)" % (os.path.basename(wheel), exc))
+    os.chmod(dest, 0o755)
+
+
+# -- committing -----------------------------------------------------------------------------
+
+
+def _publish_files(run: Run, step: str, staged: Staged, root: str) -> None:
+    run.state.begin(step, [i.rel for i in staged.plan.write + staged.plan.keep])
+    publish(staged.staging, root, [e.path for e in staged.written])
+    for item in staged.plan.keep:
+        set_mode(os.path.join(root, item.rel), item.executable)
+    removed = remove_paths(root, staged.plan.remove)
+    rmtree(staged.staging)
+    run.reporter.info("%s: %d files written, %d unchanged, %d removed"
+                      % (step, len(staged.written), len(staged.plan.keep), len(removed)))
+
+
+def _commit_app(run: Run, staged: Staged, digest: str) -> None:
+    source = run.bundle.packages
+    assert source is not None and source.manifest is not None
+    _publish_files(run, "app", staged, run.to)
+    inst.write_manifest(run.state, "packages", source.manifest)
+    run.state.finish("app", digest)
+
+
+def _commit_models(run: Run, staged: Staged, digest: str) -> None:
+    source = run.bundle.models
+    assert source is not None
+    _publish_files(run, "models", staged, run.models_root)
+    kept = [FileEntry(i.rel, i.size, i.sha256 or "", i.executable) for i in staged.plan.keep]
+    manifest = source.record(staged.written + kept)
+    inst.write_manifest(run.state, "models", manifest)
+    _run_model_steps(run, manifest)
+    run.state.finish("models", digest)
+
+
+def _find_uv(run: Run, staging: str) -> str:
+    staged = os.path.join(staging, UV_REL)
+    if os.path.isfile(staged):
+        return staged
+    source = run.bundle.packages
+    assert source is not None
+    for _description, path in _uv_sources(source, run.state):
+        if path:
+            return path
+    row = uv_row(source, run.state)
+    raise EnvironmentUnsuitable(row.detail, row.hint)
+
+
+def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
+    source = run.bundle.packages
+    assert source is not None
+    state, reporter = run.state, run.reporter
+    python = run.python
+    if python is None:
+        raise EnvironmentUnsuitable("no CPython found to build the venv from", "pass one with --python")
+    venv = inst.venv_dir(run.to)
+    record = inst.venv_record(state)
+    version = venv_version(venv)
+    rebuild = (
+        state.pending("venv") is not None or record is None or source.handmade or bool(record.get("handmade"))
+        or version is None or ".".join(version.split(".")[:2]) != python.minor
+        or not os.path.exists(venv_python(venv))
+    )
+    uv_exe = _find_uv(run, staged.staging)
+    uv = Uv(uv_exe, run.cache, reporter, keep_fds=[run.lock.fileno()])
+    state.begin("venv", [])
+    if rebuild:
+        reporter.info("venv: building %s from CPython %s" % (venv, ".".join(map(str, python.version))))
+        rmtree(venv)
+        uv.create_venv(python.path, venv)
+    else:
+        gone = dropped_packages((record or {}).get("packages", []), source.packages())
+        if gone:
+            uv.uninstall(venv, gone)
+    wheels = os.path.join(staged.staging, WHEELS_DIR)
+    if source.handmade:
+        requirements = os.path.join(staged.staging, REQUIREMENTS_REL) if source.has(REQUIREMENTS_REL) else None
+        uv_wheel = source.uv_wheel_rel()
+        files = [] if requirements else [os.path.join(staged.staging, r) for r in source.wheel_rels() if r != uv_wheel]
+        uv.install(venv, wheels, requirements, files, require_hashes=False)
+        packages = [{"name": n, "version": v} for n, v in sorted(installed_dists(venv).items())]
+    else:
+        uv.install(venv, wheels, os.path.join(staged.staging, REQUIREMENTS_REL))
+        packages = [{"name": p.get("name"), "version": p.get("version")} for p in source.packages()]
+    if uv_exe == os.path.join(staged.staging, UV_REL):
+        # Kept for later steps (models carry wheels) and for the user: the box has no other uv.
+        os.makedirs(os.path.dirname(inst.uv_path(state)), exist_ok=True)
+        os.replace(uv_exe, inst.uv_path(state))
+    inst.write_venv_record(state, {
+        "packages": packages,
+        "python": ".".join(map(str, python.version)),
+        "handmade": source.handmade,
+        "source": source.label,
+    })
+    if source.manifest is not None:
+        inst.write_manifest(state, "packages", source.manifest)
+    rmtree(staged.staging)
+    rmtree(run.cache)
+    state.finish("venv", digest)
+
+
+# -- per-model steps (modelsteps.py, when present) ------------------------------------------
+
+
+def _model_steps_hook() -> Optional[Callable[..., Any]]:
+    # Guarded by find_spec, not by catching ImportError, so a bug inside the module still shows.
+    if importlib.util.find_spec("cosyinstall.modelsteps") is None:
+        return None
+    from cosyinstall import modelsteps  # type: ignore[attr-defined]
+
+    return getattr(modelsteps, "apply_model_steps", None)
+
+
+def _run_model_steps(run: Run, manifest: Any) -> None:
+    hook = _model_steps_hook()
+    venv = inst.venv_dir(run.to)
+    if hook is None or not os.path.exists(venv_python(venv)):
+        return
+    uv = inst.uv_path(run.state)
+    if not os.path.isfile(uv):
+        uv = shutil.which("uv") or uv
+    hook(run.to, manifest, venv, uv, run.cache, run.reporter)
+    rmtree(run.cache)
+
+
+def _rerun_model_steps(run: Run) -> None:
+    """A rebuilt or changed venv loses the wheels the models carry: install them again."""
+    digest = run.state.step_done("models")
+    manifest = inst.installed_manifest(run.state, "models")
+    if digest is None or manifest is None or _model_steps_hook() is None:
+        return
+    # Un-recorded while it runs: a crash here makes the next apply redo the models step.
+    run.state.mark("models", None)
+    run.reporter.info("step models: re-running the model steps for the new venv")
+    _run_model_steps(run, manifest)
+    run.state.mark("models", digest)
+
+
+_STAGE: Dict[str, Callable[[Run], Staged]] = {"app": _stage_app, "venv": _stage_venv, "models": _stage_models}
+_COMMIT: Dict[str, Callable[[Run, Staged, str], None]] = {
+    "app": _commit_app, "venv": _commit_venv, "models": _commit_models,
+}

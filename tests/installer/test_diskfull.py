@@ -1,0 +1,132 @@
+"""A full disk: refused up front when preflight can see it, and cleaned up when it fills mid-way.
+
+--to is a small tmpfs (mounted here as root; where mounting is not permitted the tests say so
+and skip). To fill the disk *during* extraction, after preflight has passed, the test holds
+the apply lock, lets `apply --wait` pass preflight and block, fills the tmpfs, then lets go.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from support import apply_argv, one_sentence, pyz, run
+
+
+@contextmanager
+def _tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted on this machine (%s), so a full disk cannot be made"
+                    % (proc.stderr.strip() or "mount exit %d" % proc.returncode))
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_too_small_a_disk_is_refused_by_preflight_with_exit_4(dist: Path, tmp_path: Path) -> None:
+    with _tmpfs(tmp_path / "small", "20m") as to:
+        proc = run(apply_argv(dist, to))
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        sentence = one_sentence(proc.stderr)
+        assert "free on %s but about" % to in sentence and "is needed" in sentence
+        assert "FAIL  disk" in proc.stdout
+        assert os.listdir(to) == [], "a refused apply wrote into --to"
+
+
+def _fill(root: Path, leave: int) -> Path:
+    filler = root / "filler.bin"
+    block = b"\0" * (8 << 20)
+    with filler.open("wb") as out:
+        while True:
+            st = os.statvfs(root)
+            free = st.f_bavail * st.f_frsize
+            if free <= leave:
+                break
+            try:
+                out.write(block[: min(len(block), free - leave)])
+                out.flush()
+            except OSError:
+                break
+    return filler
+
+
+def test_disk_filling_up_during_extraction_ends_in_one_sentence_and_no_partial_state(dist: Path, tmp_path: Path) -> None:
+    with _tmpfs(tmp_path / "disk", "600m") as to:
+        (to / ".cosyinstall").mkdir()
+        holder = open(to / ".cosyinstall" / "lock", "a+")
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        proc = subprocess.Popen(apply_argv(dist, to, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stderr is not None
+            said = b""
+            for line in proc.stderr:
+                said += line
+                if b"waiting for it to finish" in line:
+                    break
+            assert b"waiting for it to finish" in said, said.decode()
+            # Preflight has passed; now the disk fills (another program, in real life).
+            filler = _fill(to, leave=4 << 20)
+        finally:
+            holder.close()
+        out, err = proc.communicate(timeout=300)
+        stderr = said.decode() + err.decode()
+        assert proc.returncode == 4, out.decode() + stderr
+        sentence = one_sentence(stderr)
+        assert "the disk filled up while writing" in sentence
+        assert "free some space and run apply again; nothing was left behind" in sentence
+        assert sorted(os.listdir(to)) == ["filler.bin"], "partial state left: %s" % sorted(os.listdir(to))
+        verify = run(pyz(dist, "verify", "--to", str(to)))
+        assert verify.returncode == 3 and "nothing is installed" in one_sentence(verify.stderr)
+        # With the space back, the same command installs.
+        filler.unlink()
+        again = run(apply_argv(dist, to))
+        assert again.returncode == 0, again.stderr
+        assert run(pyz(dist, "verify", "--to", str(to))).returncode == 0
+
+
+def _models_without_steps(dist: Path, work: Path) -> None:
+    """The demo's models minus the one with install steps (those are modelsteps.py's business)."""
+    import sys
+    import zipfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
+    from cosyinstall.artifact import ArtifactManifest
+    from cosyinstall.zipwrite import Member, write_artifact
+
+    from support import rewrite_sums
+
+    path = dist / "pretrained_models.zip"
+    with zipfile.ZipFile(path) as z:
+        manifest = ArtifactManifest.from_bytes(z.read("MANIFEST.json"))
+        keep = [e for e in manifest.files if e.path.startswith("demo-voice/")]
+        z.extractall(work, [e.path for e in keep])
+    meta = dict(manifest.meta)
+    meta["models"] = [m for m in meta.get("models", []) if m.get("name") == "demo-voice"]
+    meta.pop("duplicates", None)
+    members = [Member(e.path, str(work / e.path), e.size, e.sha256, e.executable) for e in keep]
+    write_artifact(str(path), "models", manifest.name, manifest.target, members, meta)
+    rewrite_sums(dist)
+
+
+def test_models_on_another_disk_through_a_symlink_install(dist: Path, tmp_path: Path) -> None:
+    """pretrained_models/ linked to a second disk: files cross filesystems, still verified."""
+    _models_without_steps(dist, tmp_path / "models")
+    with _tmpfs(tmp_path / "second-disk", "200m") as disk:
+        to = tmp_path / "to"
+        to.mkdir()
+        os.symlink(disk, to / "pretrained_models")
+        proc = run(apply_argv(dist, to))
+        assert proc.returncode == 0, proc.stderr
+        assert (disk / "demo-voice" / "voice.bin").is_file()
+        assert os.path.islink(to / "pretrained_models")
+        assert run(pyz(dist, "verify", "--to", str(to))).returncode == 0
