@@ -54,8 +54,12 @@ def apply_model_steps(to: str, models_manifest: ArtifactManifest, venv: str, uv:
     known = _known(models_manifest)
     record = _load(state)
     # New files are written here, then renamed into place: a killed run leaves its halves
-    # here (removed now and at the end), never inside the model directories.
+    # here (removed now and at the end), never inside the model directories. A rename only
+    # works within one filesystem, so a pretrained_models/ on another disk gets its own.
+    state.ensure()
     tmp = state.path(TMP_NAME)
+    if os.path.isdir(root) and os.stat(root).st_dev != os.stat(state.root).st_dev:
+        tmp = os.path.join(root, "." + TMP_NAME)
     _rmtree(tmp)
     os.makedirs(tmp)
     try:
