@@ -94,33 +94,8 @@ def test_disk_filling_up_during_extraction_ends_in_one_sentence_and_no_partial_s
         assert run(pyz(dist, "verify", "--to", str(to))).returncode == 0
 
 
-def _models_without_steps(dist: Path, work: Path) -> None:
-    """The demo's models minus the one with install steps (those are modelsteps.py's business)."""
-    import sys
-    import zipfile
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
-    from cosyinstall.artifact import ArtifactManifest
-    from cosyinstall.zipwrite import Member, write_artifact
-
-    from support import rewrite_sums
-
-    path = dist / "pretrained_models.zip"
-    with zipfile.ZipFile(path) as z:
-        manifest = ArtifactManifest.from_bytes(z.read("MANIFEST.json"))
-        keep = [e for e in manifest.files if e.path.startswith("demo-voice/")]
-        z.extractall(work, [e.path for e in keep])
-    meta = dict(manifest.meta)
-    meta["models"] = [m for m in meta.get("models", []) if m.get("name") == "demo-voice"]
-    meta.pop("duplicates", None)
-    members = [Member(e.path, str(work / e.path), e.size, e.sha256, e.executable) for e in keep]
-    write_artifact(str(path), "models", manifest.name, manifest.target, members, meta)
-    rewrite_sums(dist)
-
-
 def test_models_on_another_disk_through_a_symlink_install(dist: Path, tmp_path: Path) -> None:
-    """pretrained_models/ linked to a second disk: files cross filesystems, still verified."""
-    _models_without_steps(dist, tmp_path / "models")
+    """pretrained_models/ linked to a second disk: files and model steps cross filesystems, still verified."""
     with _tmpfs(tmp_path / "second-disk", "200m") as disk:
         to = tmp_path / "to"
         to.mkdir()
@@ -128,5 +103,8 @@ def test_models_on_another_disk_through_a_symlink_install(dist: Path, tmp_path: 
         proc = run(apply_argv(dist, to))
         assert proc.returncode == 0, proc.stderr
         assert (disk / "demo-voice" / "voice.bin").is_file()
+        # The demo-frd model's steps ran across the filesystem boundary too.
+        assert (disk / "demo-frd" / "resource" / "lexicon.txt").is_file()
+        assert not (disk / ".model-steps.tmp").exists()
         assert os.path.islink(to / "pretrained_models")
         assert run(pyz(dist, "verify", "--to", str(to))).returncode == 0
