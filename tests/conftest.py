@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, cosybuild
+from support import cosybuild
 
 _SCRUB = ("UV_", "PIP_", "HF_", "MODELSCOPE_", "COSY", "VIRTUAL_ENV")
 
