@@ -2,7 +2,7 @@
 # The real scale, run by hand (too big for CI): pack cosyvoice2-pytorch's packages (~3.4 GB,
 # 172 packages, five sdists built here), install them with no network, import the stack.
 #
-#   sudo bash bench/real_scale.sh [WORKDIR]        # default WORKDIR: $TMPDIR/cosy-real-scale (about 20 GB at peak)
+#   bash bench/real_scale.sh [WORKDIR]   (as root)        # default WORKDIR: $TMPDIR/cosy-real-scale (about 20 GB at peak)
 #
 # Needs: root (unshare -n), the tools installed (pip install -e .), a CPython 3.10 (pyenv,
 # uv or PATH), the package index reachable. The fork's git URL may be unreachable, so the app
