@@ -504,13 +504,16 @@ def _terminate(record: Dict[str, Any], grace: float) -> bool:
             swept = True
         time.sleep(0.1)
     # SIGKILL cannot be ignored, but the kernel still needs a moment to tear processes down.
+    # Every process seen so far is watched by pid until it is gone: a dying process may no
+    # longer show the environment that _members uses to recognise it.
+    doomed = set(left)
     settle = time.monotonic() + 5.0
     while time.monotonic() < settle:
         _reap(pid)
-        left = _members(record)
-        if not left:
+        doomed = {p for p in doomed.union(_members(record)) if _live(_proc_stat(p))}
+        if not doomed:
             break
-        _signal_all(None, left, signal.SIGKILL)
+        _signal_all(None, sorted(doomed), signal.SIGKILL)
         time.sleep(0.05)
     if _reap(pid) is not None:
         _children.pop(pid, None)
