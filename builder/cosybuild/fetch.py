@@ -10,16 +10,16 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Dict, List, Optional, Sequence
+from typing import IO, Dict, Optional, Sequence
 
 from cosyinstall.errors import ArtifactRejected, CosyError, EnvironmentUnsuitable
 from cosyinstall.progress import Reporter, Task
 from cosyinstall.streams import CHUNK
 
 from .cache import Cache, CacheLock
+from .parallel import Cancelled, credited, run_until_first_error, split_cached
 
 __all__ = ["FetchItem", "FetchError", "fetch_all"]
 
@@ -49,10 +49,6 @@ class FetchItem:
     size: int
     sha256: str
     url: str
-
-
-class _Cancelled(Exception):
-    """Another file failed (or the user interrupted): stop quietly, keep the .part."""
 
 
 class _Transient(Exception):
@@ -107,32 +103,17 @@ def fetch_all(
                 % (digest, seen.size, seen.filename, item.size, item.filename)
             )
 
-    result: Dict[str, Path] = {}
-    todo: List[FetchItem] = []
-    for digest, item in unique.items():
-        hit = cache.get(digest, item.size)
-        if hit is not None:
-            result[digest] = hit
-        else:
-            todo.append(item)
+    result, todo = split_cached(unique.values(), cache)
     if not todo:
         return result
 
     # Bytes already in a .part count as done, so the bar and ETA reflect real remaining work.
-    credited: Dict[str, int] = {}
-    for item in todo:
-        try:
-            have = cache.partial_path(item.sha256).stat().st_size
-        except OSError:
-            have = 0
-        credited[item.sha256] = min(have, item.size)
-    total = sum(item.size - credited[item.sha256] for item in todo)
+    have = credited(todo, cache)
+    total = sum(item.size - have[item.sha256] for item in todo)
 
     # Built per run so ProxyHandler reads the *_proxy / no_proxy variables as they are now.
     opener = urllib.request.build_opener()
     cancel = threading.Event()
-    errors: List[BaseException] = []
-    errors_lock = threading.Lock()
 
     label = "Downloading %d file%s" % (len(todo), "" if len(todo) == 1 else "s")
     if result:
@@ -141,35 +122,12 @@ def fetch_all(
         progress = _Progress(task)
 
         def work(item: FetchItem) -> Path:
-            try:
-                if cancel.is_set():
-                    raise _Cancelled()
-                job = _Job(item, cache, opener, progress, reporter, cancel, retries)
-                return job.run(credited[item.sha256])
-            except _Cancelled:
-                raise
-            except BaseException as exc:
-                with errors_lock:
-                    errors.append(exc)
-                # Set before this thread takes the next item, so queued items never start.
-                cancel.set()
-                raise
+            return _Job(item, cache, opener, progress, reporter, cancel, retries).run(have[item.sha256])
 
-        pool = ThreadPoolExecutor(max_workers=min(jobs, len(todo)), thread_name_prefix="cosybuild-fetch")
-        try:
-            futures = {pool.submit(work, item): item for item in todo}
-            for future in as_completed(futures):
-                if future.exception() is None:
-                    result[futures[future].sha256] = future.result()
-                elif errors:
-                    break
-        finally:
-            # Also reached on KeyboardInterrupt: running downloads stop at their next chunk
-            # and keep their .part for the next run.
-            cancel.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-        if errors:
-            raise errors[0]
+        done, error = run_until_first_error(todo, work, jobs, "cosybuild-fetch", cancel)
+        result.update(done)
+        if error is not None:
+            raise error
     return result
 
 
@@ -256,7 +214,7 @@ class _Job:
                 announced = True
                 self.reporter.info("waiting for another cosybuild that is downloading %s" % self.item.filename)
             if self.cancel.wait(0.2):
-                raise _Cancelled()
+                raise Cancelled()
 
     def _load(self, out: IO[bytes]) -> None:
         """Hash what an earlier attempt left, so the download continues where it stopped."""
@@ -286,7 +244,7 @@ class _Job:
         clean_retry_done = False
         while True:
             if self.cancel.is_set():
-                raise _Cancelled()
+                raise Cancelled()
             if self.have == item.size:
                 actual = self.hasher.hexdigest()
                 if actual == item.sha256:
@@ -319,7 +277,7 @@ class _Job:
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
                 if self.cancel.wait(min(delay, MAX_BACKOFF)):
-                    raise _Cancelled() from None
+                    raise Cancelled() from None
 
     def _attempt(self, out: IO[bytes]) -> None:
         """One request: continue from `self.have` if the server allows, else from zero."""
@@ -387,7 +345,7 @@ class _Job:
         # Read up to one byte past the locked size, so an over-long body is caught, not stored.
         while self.have <= size:
             if self.cancel.is_set():
-                raise _Cancelled()
+                raise Cancelled()
             try:
                 chunk = response.read(min(CHUNK, size + 1 - self.have))
             except (OSError, http.client.HTTPException) as exc:

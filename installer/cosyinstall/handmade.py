@@ -12,13 +12,12 @@ import os
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.names import check_member_mode, check_member_name, fold, legacy_name
-from cosyinstall.streams import copy_verified
-from cosyinstall.zipraw import check_readable, open_member
-from cosyinstall.zipread import ZIP_ERRORS, member_time
+from cosyinstall.zipraw import check_readable
+from cosyinstall.zipread import ZipReader
 
 __all__ = [
     "HandmadeReader",
@@ -118,7 +117,7 @@ def infer_target(wheel_files: List[str]) -> Dict[str, Any]:
     return target
 
 
-class HandmadeReader:
+class HandmadeReader(ZipReader):
     """A zip without MANIFEST.json: checked names, readable methods, no duplicates."""
 
     handmade = True
@@ -202,38 +201,9 @@ class HandmadeReader:
     def total_size(self) -> int:
         return sum(m.size for m in self.members)
 
-    def copy(
-        self, key: str, size: int, sha256: Optional[str], dst: Optional[IO[bytes]],
-        advance: Optional[Callable[[int], None]] = None,
-    ) -> str:
-        """Stream member `key`; size and CRC-32 are the only checks a hand-made zip allows."""
-        member = self.by_name[key]
-        what = "%s in %s" % (key, self.label)
-        try:
-            src = open_member(self.zip, member.info, self.path)
-            try:
-                return copy_verified(src, dst, size, sha256, what, advance)
-            finally:
-                src.close()
-        except ZIP_ERRORS as exc:
-            raise ArtifactRejected("%s is corrupt (%s)" % (what, exc))
+    def _info(self, key: str) -> zipfile.ZipInfo:
+        return self.by_name[key].info
 
-    def mtime(self, key: str) -> float:
-        return member_time(self.by_name[key].info)
-
-    def find_corrupt_member(self, advance: Optional[Callable[[int], None]] = None) -> Optional[str]:
-        for member in self.members:
-            try:
-                self.copy(member.name, member.size, None, None, advance)
-            except ArtifactRejected as exc:
-                return exc.message
-        return None
-
-    def close(self) -> None:
-        self.zip.close()
-
-    def __enter__(self) -> "HandmadeReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _checked_members(self) -> Iterable[Tuple[str, int, Optional[str]]]:
+        # No hashes to compare: size and CRC-32 are the only checks a hand-made zip allows.
+        return ((m.name, m.size, None) for m in self.members)

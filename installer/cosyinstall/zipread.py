@@ -11,7 +11,7 @@ import os
 import time
 import zipfile
 import zlib
-from typing import IO, Callable, Dict, List, Optional
+from typing import IO, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from cosyinstall.artifact import MANIFEST_NAME, ArtifactManifest, FileEntry
 from cosyinstall.errors import ArtifactRejected
@@ -19,7 +19,7 @@ from cosyinstall.names import check_member_mode, check_member_name, check_raw_na
 from cosyinstall.streams import copy_verified
 from cosyinstall.zipraw import check_readable, open_member
 
-__all__ = ["ArtifactReader", "MANIFEST_LIMIT", "ZIP_ERRORS", "has_manifest", "member_time", "open_zip"]
+__all__ = ["ArtifactReader", "MANIFEST_LIMIT", "ZIP_ERRORS", "ZipReader", "has_manifest", "member_time", "open_zip"]
 
 MANIFEST_LIMIT = 256 * 1024 * 1024
 # What zipfile raises on damaged data inside a member (bad CRC, broken deflate stream).
@@ -51,7 +51,67 @@ def has_manifest(archive: zipfile.ZipFile) -> bool:
     return any(info.filename == MANIFEST_NAME for info in archive.infolist())
 
 
-class ArtifactReader:
+_Reader = TypeVar("_Reader", bound="ZipReader")
+
+
+class ZipReader:
+    """What every reader of an opened zip shares: verified streaming of members by key, and closing.
+
+    Subclasses set `path`, `label` and `zip`, and say how a key finds its ZipInfo and which
+    members (key, size, sha256 or None) a full check must read.
+    """
+
+    path: str
+    label: str
+    zip: zipfile.ZipFile
+
+    def _info(self, key: str) -> zipfile.ZipInfo:
+        raise NotImplementedError
+
+    def _checked_members(self) -> Iterable[Tuple[str, int, Optional[str]]]:
+        raise NotImplementedError
+
+    def copy(
+        self, key: str, size: int, sha256: Optional[str], dst: Optional[IO[bytes]],
+        advance: Optional[Callable[[int], None]] = None,
+    ) -> str:
+        """Stream member `key` into dst (or just verify it), enforcing size, CRC-32 and sha256 if given.
+
+        Returns the sha256; damage names the member.
+        """
+        what = "%s in %s" % (key, self.label)
+        try:
+            src = open_member(self.zip, self._info(key), self.path)
+            try:
+                return copy_verified(src, dst, size, sha256, what, advance)
+            finally:
+                src.close()
+        except ZIP_ERRORS as exc:
+            raise ArtifactRejected("%s is corrupt (%s)" % (what, exc))
+
+    def mtime(self, key: str) -> float:
+        return member_time(self._info(key))
+
+    def find_corrupt_member(self, advance: Optional[Callable[[int], None]] = None) -> Optional[str]:
+        """Verify every member; return the first damage sentence, or None if all are good."""
+        for key, size, sha256 in self._checked_members():
+            try:
+                self.copy(key, size, sha256, None, advance)
+            except ArtifactRejected as exc:
+                return exc.message
+        return None
+
+    def close(self) -> None:
+        self.zip.close()
+
+    def __enter__(self: _Reader) -> _Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ArtifactReader(ZipReader):
     """An opened artifact whose central directory has been checked against its manifest."""
 
     handmade = False
@@ -146,38 +206,8 @@ class ArtifactReader:
         """Stream one member into dst (or just verify it); damage names the member."""
         return self.copy(entry.path, entry.size, entry.sha256, dst, advance)
 
-    def copy(
-        self, key: str, size: int, sha256: Optional[str], dst: Optional[IO[bytes]],
-        advance: Optional[Callable[[int], None]] = None,
-    ) -> str:
-        """Stream member `key` into dst, enforcing size and sha256; returns the sha256."""
-        what = "%s in %s" % (key, self.label)
-        try:
-            src = open_member(self.zip, self.infos[key], self.path)
-            try:
-                return copy_verified(src, dst, size, sha256, what, advance)
-            finally:
-                src.close()
-        except ZIP_ERRORS as exc:
-            raise ArtifactRejected("%s is corrupt (%s)" % (what, exc))
+    def _info(self, key: str) -> zipfile.ZipInfo:
+        return self.infos[key]
 
-    def mtime(self, key: str) -> float:
-        return member_time(self.infos[key])
-
-    def find_corrupt_member(self, advance: Optional[Callable[[int], None]] = None) -> Optional[str]:
-        """Verify every member; return the first damage sentence, or None if all are good."""
-        for entry in self.manifest.files:
-            try:
-                self.copy_member(entry, None, advance)
-            except ArtifactRejected as exc:
-                return exc.message
-        return None
-
-    def close(self) -> None:
-        self.zip.close()
-
-    def __enter__(self) -> "ArtifactReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _checked_members(self) -> Iterable[Tuple[str, int, Optional[str]]]:
+        return ((e.path, e.size, e.sha256) for e in self.manifest.files)

@@ -15,10 +15,9 @@ import os
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
 from cosyinstall.progress import Reporter
@@ -26,6 +25,7 @@ from cosyinstall.streams import CHUNK
 
 from cosybuild.cache import Cache
 from cosybuild.fetch import FetchError
+from cosybuild.parallel import Cancelled, credited, run_until_first_error, split_cached
 
 __all__ = ["Want", "Sink", "Transient", "Getter", "download_verified", "download_unhashed", "git_blob_sha1"]
 
@@ -46,10 +46,6 @@ class Transient(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class _Cancelled(Exception):
-    """Another file failed or the user interrupted: stop, keep the .part for next time."""
 
 
 def git_blob_sha1(size: int) -> "hashlib._Hash":
@@ -117,7 +113,7 @@ class Sink:
 
     def write(self, data: bytes) -> int:
         if self.cancel is not None and self.cancel.is_set():
-            raise _Cancelled()
+            raise Cancelled()
         if self.have + len(data) > self.size:
             raise ArtifactRejected("%s does not match the lock: the server sent more than the %d bytes it should have"
                                    % (self.label, self.size),
@@ -180,7 +176,7 @@ def _pause(failures: int, cancel: Optional[threading.Event]) -> None:
     delay = min(BACKOFF * 2 ** (failures - 1), 15.0)
     if cancel is not None:
         if cancel.wait(delay):
-            raise _Cancelled()
+            raise Cancelled()
     elif delay:
         time.sleep(delay)
 
@@ -227,7 +223,7 @@ def _download_one(want: Want, get: Getter, cache: Cache, progress: _Progress, cr
             announced = True
             reporter.info("waiting for another cosybuild that is downloading %s" % want.label)
         if cancel.wait(0.2):
-            raise _Cancelled()
+            raise Cancelled()
     with lock:
         hit = cache.get(want.sha256, want.size)
         if hit is not None:
@@ -280,51 +276,23 @@ def download_verified(wants: Sequence[Want], get: Getter, cache: Cache, reporter
     unique: Dict[str, Want] = {}
     for want in wants:
         unique.setdefault(want.sha256, want)
-    result: Dict[str, Path] = {}
-    todo: List[Want] = []
-    for digest, want in unique.items():
-        hit = cache.get(digest, want.size)
-        if hit is not None:
-            result[digest] = hit
-        else:
-            todo.append(want)
+    result, todo = split_cached(unique.values(), cache)
     if not todo:
         return result
-    credited = {}
-    for want in todo:
-        try:
-            credited[want.sha256] = min(cache.partial_path(want.sha256).stat().st_size, want.size)
-        except OSError:
-            credited[want.sha256] = 0
-    total = sum(w.size - credited[w.sha256] for w in todo)
+    have = credited(todo, cache)
+    total = sum(w.size - have[w.sha256] for w in todo)
     # Bytes already kept in a part are re-hashed, not downloaded: the bar counts only the rest.
     progress = _Progress(reporter, "%s: downloading %d file%s" % (label, len(todo), "" if len(todo) == 1 else "s"), total)
     cancel = threading.Event()
-    errors: List[BaseException] = []
     with progress.task:
         def work(want: Want) -> Path:
-            try:
-                return _download_one(want, get, cache, progress, credited[want.sha256], cancel, reporter, retries)
-            except _Cancelled:
-                raise
-            except BaseException as exc:
-                errors.append(exc)
-                cancel.set()
-                raise
+            return _download_one(want, get, cache, progress, have[want.sha256], cancel, reporter, retries)
 
-        pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo))), thread_name_prefix="cosybuild-model")
-        try:
-            futures = {pool.submit(work, want): want for want in todo}
-            for future in as_completed(futures):
-                if future.exception() is None:
-                    result[futures[future].sha256] = future.result()
-                elif errors:
-                    break
-        finally:
-            cancel.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-    if errors:
-        raise errors[0]
+        done, error = run_until_first_error(todo, work, jobs, "cosybuild-model", cancel)
+        result.update(done)
+    # Raised after the bar is closed, as a finished line.
+    if error is not None:
+        raise error
     return result
 
 
