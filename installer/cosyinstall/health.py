@@ -11,6 +11,9 @@ import urllib.error
 import urllib.request
 from typing import List, Optional, Set, Tuple
 
+# proc_cmdline lives in procs; it stays importable from here, where it used to be.
+from cosyinstall.procs import all_pids, proc_cmdline
+
 __all__ = [
     "LogTail",
     "port_open",
@@ -118,16 +121,6 @@ def _listening_inodes(port: int) -> Set[str]:
     return inodes
 
 
-def proc_cmdline(pid: int) -> str:
-    """The command line of a process as one string, or "" when it cannot be read."""
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-
-
 def port_holders(port: int) -> List[Tuple[int, str]]:
     """(pid, command line) of every process with a socket listening on the port; best effort."""
     inodes = _listening_inodes(port)
@@ -135,11 +128,7 @@ def port_holders(port: int) -> List[Tuple[int, str]]:
         return []
     wanted = {"socket:[%s]" % i for i in inodes}
     found: List[Tuple[int, str]] = []
-    try:
-        pids = sorted(int(d) for d in os.listdir("/proc") if d.isdigit())
-    except OSError:
-        return []
-    for pid in pids:
+    for pid in all_pids():
         fd_dir = "/proc/%d/fd" % pid
         try:
             fds = os.listdir(fd_dir)

@@ -15,6 +15,17 @@ from cosyinstall.artifact import ServerSpec
 from cosyinstall.errors import EnvironmentUnsuitable, NotReady
 from cosyinstall.health import LogTail, http_status, port_in_use, port_open, who_holds_port
 from cosyinstall.launch import find_mpirun, launch_argv
+from cosyinstall.procs import (
+    environ_value,
+    forget_child,
+    is_child,
+    is_live,
+    proc_stat,
+    reap,
+    session_processes,
+    start_time,
+    track_child,
+)
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.readiness import DEFAULT_NO_PORT_GRACE, READY, Observation, Readiness
 
@@ -30,16 +41,11 @@ __all__ = [
     "server_status",
     "tail_log",
     "follow_log",
-    "session_processes",
 ]
 
 STATE_DIR = ".cosyinstall"
 _DRAIN_CHUNKS = 16
 _STOP_ON_FAILURE_GRACE = 5.0
-
-# Popen objects of servers this process started: only a parent can collect an exit status,
-# and only a parent can reap its child so that it does not linger as a zombie.
-_children: Dict[int, "subprocess.Popen[bytes]"] = {}
 
 
 def state_dir(to: str) -> str:
@@ -52,51 +58,6 @@ def log_path(to: str) -> str:
 
 def pid_path(to: str) -> str:
     return os.path.join(state_dir(to), "server.pid")
-
-
-# -- /proc ------------------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> Optional[Tuple[str, int, int, int]]:
-    """(state, pgrp, session, starttime) of a process, or None when it does not exist."""
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    # The command name sits in parentheses and may itself hold spaces or ')'.
-    fields = raw.rsplit(")", 1)[-1].split()
-    try:
-        return fields[0], int(fields[2]), int(fields[3]), int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _live(stat: Optional[Tuple[str, int, int, int]]) -> bool:
-    return stat is not None and stat[0] not in ("Z", "X", "x")
-
-
-def session_processes(sid: int) -> List[int]:
-    """Live (non-zombie) processes whose session id is `sid`."""
-    found = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in names:
-        if not name.isdigit():
-            continue
-        stat = _proc_stat(int(name))
-        if _live(stat) and stat is not None and stat[2] == sid:
-            found.append(int(name))
-    return sorted(found)
-
-
-def _reap(pid: int) -> Optional[int]:
-    proc = _children.get(pid)
-    if proc is None:
-        return None
-    return proc.poll()
 
 
 # -- the pid file -----------------------------------------------------------------------
@@ -147,12 +108,12 @@ def _log_marker(to: str, text: str) -> None:
 def _is_ours(record: Dict[str, Any]) -> bool:
     """Whether the recorded pid is still the server we started, not a recycled pid."""
     pid = record["pid"]
-    stat = _proc_stat(pid)
-    if not _live(stat) or stat is None:
+    stat = proc_stat(pid)
+    if not is_live(stat) or stat is None:
         return False
-    if record.get("starttime") is not None and stat[3] != record["starttime"]:
+    if record.get("starttime") is not None and stat.starttime != record["starttime"]:
         return False
-    return stat[1] == record.get("pgid", pid)
+    return stat.pgrp == record.get("pgid", pid)
 
 
 def _leftover_session(record: Dict[str, Any]) -> Optional[int]:
@@ -166,23 +127,10 @@ def _leftover_session(record: Dict[str, Any]) -> Optional[int]:
     sid = record.get("sid", pid)
     if not isinstance(sid, int) or sid <= 1 or sid in (os.getsid(0), os.getpid()):
         return None
-    stat = _proc_stat(pid)
-    if stat is not None and record.get("starttime") is not None and stat[3] != record["starttime"]:
+    stat = proc_stat(pid)
+    if stat is not None and record.get("starttime") is not None and stat.starttime != record["starttime"]:
         return None
     return sid
-
-
-def _environ_value(pid: int, name: str) -> Optional[str]:
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    prefix = name.encode() + b"="
-    for item in raw.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix):].decode("utf-8", "replace")
-    return None
 
 
 def _members(record: Dict[str, Any]) -> List[int]:
@@ -194,7 +142,7 @@ def _members(record: Dict[str, Any]) -> List[int]:
     if not _is_ours(record) and record.get("venv"):
         # With the leader gone, also ask for the environment every process we launch
         # inherits, so that no foreign process is ever signalled on the word of a pid file.
-        members = [m for m in members if _environ_value(m, "VIRTUAL_ENV") == record["venv"]]
+        members = [m for m in members if environ_value(m, "VIRTUAL_ENV") == record["venv"]]
     return members
 
 
@@ -294,8 +242,8 @@ def start_server(
                     "cannot run %s (%s)" % (argv[0], exc.strerror or exc),
                     "check that %s is installed in %s" % (os.path.basename(argv[0]), os.path.join(to, ".venv")),
                 )
-        _children[proc.pid] = proc
-        stat = _proc_stat(proc.pid)
+        track_child(proc)
+        started_at = start_time(proc.pid)
         try:
             pgid = os.getpgid(proc.pid)
         except OSError:
@@ -304,7 +252,7 @@ def start_server(
             "pid": proc.pid,
             "pgid": pgid,
             "sid": proc.pid,
-            "starttime": stat[3] if stat is not None else None,
+            "starttime": started_at,
             "port": chosen_port,
             "argv": argv,
             "started": time.time(),
@@ -328,8 +276,8 @@ def start_server(
 def _exit_state(record: Dict[str, Any]) -> Tuple[bool, Optional[int]]:
     """(alive, exit status) of the recorded server; the status is known only for our child."""
     pid = record["pid"]
-    if pid in _children:
-        code = _children[pid].poll()
+    if is_child(pid):
+        code = reap(pid)
         return code is None, code
     return _is_ours(record), None
 
@@ -482,7 +430,7 @@ def _terminate(record: Dict[str, Any], grace: float) -> bool:
         pgid = None
     members = _members(record)
     if not ours and not members:
-        _reap(pid)
+        reap(pid)
         return False
     # mpirun forwards SIGTERM to the app it launched, so the group gets it first; the
     # app sits in its own process group (prterun makes one per rank), hence the session
@@ -491,7 +439,7 @@ def _terminate(record: Dict[str, Any], grace: float) -> bool:
     deadline = time.monotonic() + grace
     swept = False
     while True:
-        _reap(pid)
+        reap(pid)
         left = _members(record)
         if not left:
             break
@@ -509,14 +457,14 @@ def _terminate(record: Dict[str, Any], grace: float) -> bool:
     doomed = set(left)
     settle = time.monotonic() + 5.0
     while time.monotonic() < settle:
-        _reap(pid)
-        doomed = {p for p in doomed.union(_members(record)) if _live(_proc_stat(p))}
+        reap(pid)
+        doomed = {p for p in doomed.union(_members(record)) if is_live(proc_stat(p))}
         if not doomed:
             break
         _signal_all(None, sorted(doomed), signal.SIGKILL)
         time.sleep(0.05)
-    if _reap(pid) is not None:
-        _children.pop(pid, None)
+    if reap(pid) is not None:
+        forget_child(pid)
     return True
 
 

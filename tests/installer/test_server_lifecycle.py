@@ -21,6 +21,7 @@ import pytest
 
 from cosyinstall.errors import EnvironmentUnsuitable, NotReady
 from cosyinstall.health import LogTail, http_status, port_in_use, port_open, who_holds_port
+from cosyinstall.procs import session_processes
 from cosyinstall.progress import Reporter
 from cosyinstall.server import (
     follow_log,
@@ -28,7 +29,6 @@ from cosyinstall.server import (
     pid_path,
     read_record,
     server_status,
-    session_processes,
     start_server,
     stop_server,
     tail_log,
