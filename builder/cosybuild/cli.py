@@ -35,6 +35,10 @@ class _Funnel(click.Group):
             ctx.exit(1)
 
 
+# Accepted after the subcommand too (`cosybuild pack --debug`); the funnel reads it from argv.
+_debug = click.option("--debug", is_flag=True, hidden=True, expose_value=False)
+
+
 @click.group(cls=_Funnel, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
 @click.version_option(package_name="cosy-offline")
@@ -43,6 +47,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
+@_debug
 @click.argument("manifest", required=False)
 @click.option("--upgrade", is_flag=True, help="Re-resolve even the sections whose inputs did not change.")
 @click.option("--only", type=click.Choice(["packages", "app", "models"]), help="Lock one section alone.")
@@ -67,6 +72,7 @@ def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
 
 
 @cli.command()
+@_debug
 @click.argument("manifest", required=False)
 @click.option("--out", "out", default="dist", type=click.Path(file_okay=False, path_type=Path), show_default=True,
               help="Directory for the artifacts.")
@@ -82,6 +88,7 @@ def pack(manifest: str | None, out: Path, only: str | None) -> None:
 
 
 @cli.command()
+@_debug
 @click.argument("directory", default="dist", type=click.Path(path_type=Path))
 def verify(directory: Path) -> None:
     """Re-check the artifacts written in DIRECTORY."""
