@@ -53,11 +53,11 @@ def test_a_good_box_passes_every_blocking_check() -> None:
 
 def test_wrong_python_minor_blocks_with_exit_4_and_names_what_was_found() -> None:
     facts = _facts(pythons=[PythonFound("/opt/conda/bin/python3", (3, 12, 1), "CPython")],
-                   python_failures=["/root/.pyenv/shims/python3.10"])
+                   python_failures=["/opt/example/shims/python3.10"])
     findings = evaluate(facts, TARGET, GB)
     row = _row(findings, "python")
     assert not row.ok and "no CPython 3.10 found" in row.detail and "/opt/conda/bin/python3 3.12" in row.detail
-    assert "skipped 1 that did not run: /root/.pyenv/shims/python3.10" in row.detail
+    assert "skipped 1 that did not run: /opt/example/shims/python3.10" in row.detail
     with pytest.raises(EnvironmentUnsuitable) as err:
         raise_first(findings)
     assert err.value.exit_code == 4 and "--python" in err.value.hint
