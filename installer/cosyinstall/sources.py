@@ -32,8 +32,8 @@ REQUIREMENTS_REL = "requirements.txt"
 WHEELS_DIR = "wheels"
 
 
-class PackagesSource:
-    """offline_packages.zip: the app (built artifacts only) and what the venv step needs."""
+class _Source:
+    """An opened upload; `manifest` is None for a hand-made zip."""
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
@@ -41,6 +41,13 @@ class PackagesSource:
         self.label = reader.label
         self.path = reader.path
         self.manifest: Optional[ArtifactManifest] = None if self.handmade else reader.manifest  # type: ignore[union-attr]
+
+
+class PackagesSource(_Source):
+    """offline_packages.zip: the app (built artifacts only) and what the venv step needs."""
+
+    def __init__(self, reader: Reader) -> None:
+        super().__init__(reader)
         self._venv_items = self._handmade_venv_items() if self.handmade else venv_items(self.manifest)  # type: ignore[arg-type]
         if self.manifest is not None:
             self._check_app_names()
@@ -131,15 +138,11 @@ class PackagesSource:
         return sum(i.size for i in self._venv_items) * 3
 
 
-class ModelsSource:
+class ModelsSource(_Source):
     """pretrained_models.zip: one directory per model under pretrained_models/."""
 
     def __init__(self, reader: Reader) -> None:
-        self.reader = reader
-        self.handmade = reader.handmade
-        self.label = reader.label
-        self.path = reader.path
-        self.manifest: Optional[ArtifactManifest] = None if self.handmade else reader.manifest  # type: ignore[union-attr]
+        super().__init__(reader)
         if self.manifest is not None:
             self._items = model_items(self.manifest)
         else:
