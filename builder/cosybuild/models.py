@@ -3,13 +3,14 @@
 Besides the files, the models artifact's MANIFEST.json carries, under "models", one entry
 per model (its pin without the file list, plus its install "steps") and, under
 "duplicates", the large files whose content another member already carries: they are
-stored once and recreated on the box by cosyinstall.modelsteps.
+stored once and recreated on the box by cosyinstall.model_steps.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from cosyinstall.artifact import Duplicate, ModelRecord, ModelSteps
 from cosyinstall.errors import ArtifactRejected, CosyError, UsageError
 from cosyinstall.names import check_member_name
 from cosyinstall.progress import Reporter
@@ -69,10 +70,9 @@ def pin_models(profile: Profile) -> list[dict]:
 
 
 def _describe(pin: dict, steps: dict[str, list[str]]) -> dict:
-    described = {k: v for k, v in pin.items() if k != "files"}
-    if steps:
-        described["steps"] = steps
-    return described
+    rest = {k: v for k, v in pin.items() if k not in ("files", "name", "steps")}
+    typed = ModelSteps(tuple(steps.get("unzip", [])), tuple(steps.get("install-wheels", [])))
+    return ModelRecord(str(pin.get("name")), typed, rest).to_json()
 
 
 def _dedupe(members: list[Member]) -> tuple[list[Member], list[dict]]:
@@ -89,8 +89,8 @@ def _dedupe(members: list[Member]) -> tuple[list[Member], list[dict]]:
             first[member.sha256] = member
             kept.append(member)
         else:
-            duplicates.append({"path": member.arcname, "same-as": original.arcname, "size": member.size,
-                               "sha256": member.sha256, "executable": member.executable})
+            duplicates.append(Duplicate(member.arcname, original.arcname, member.size, member.sha256,
+                                        member.executable).to_json())
     return kept, duplicates
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cosyinstall.bundle import MODELS_ZIP, PACKAGES_ZIP, PYZ_NAME
+from cosyinstall.artifact import MODELS_ZIP, PACKAGES_ZIP, PYZ_NAME, SUMS_NAME, AppRecord, PackagesMeta
 from cosyinstall.errors import ArtifactRejected, UsageError
 from cosyinstall.progress import Reporter
 from cosyinstall.streams import hash_file
-from cosyinstall.sums import SUMS_NAME, format_sums, read_sums
+from cosyinstall.sums import format_sums, read_sums
 from cosyinstall.zipwrite import write_artifact
 
 from cosybuild.appsource import export_app
@@ -44,9 +44,10 @@ def _pack_packages(profile: Profile, lock: Lock, cache: Cache, work: Path, out: 
     members, meta = package_members(profile, lock, cache, work, reporter)
     app_root = export_app(profile, lock.app, work)
     members += [file_member("app/" + rel, full, executable) for rel, full, executable in walk_tree(app_root)]
-    meta.update({"app": lock.app, "server": profile.server.to_dict(), "lock-digests": dict(lock.digests)})
+    typed = replace(PackagesMeta.from_json(meta, PACKAGES_ZIP), app=AppRecord.from_json(lock.app, "the lock's app"),
+                    server=profile.server, lock_digests=dict(lock.digests))
     path = out / PACKAGES_ZIP
-    write_artifact(str(path), "packages", profile.name, _target(profile), members, meta, reporter)
+    write_artifact(str(path), "packages", profile.name, _target(profile), members, typed.to_json(), reporter)
     return path
 
 

@@ -1,10 +1,13 @@
-"""Orchestration of `check` and `apply`: uploads -> preflight table -> staged, journaled steps -> server.
+"""`check` and `apply`: uploads -> preflight table -> staged, journaled steps.
 
-apply runs in two phases (steps.py): every changed file of every step is first extracted and
-verified into .cosyinstall/staging, so damage anywhere is found before anything in <to>
-changes; then the steps are committed one by one, each journaled. An interrupted apply is
-finished by the next one; an unchanged bundle does nothing; a failed first install leaves
-nothing behind.
+apply is two calls, with nothing called back: `prepare` opens the uploads, runs preflight,
+plans the steps and, when nothing blocks, takes the apply lock (it writes nothing into <to>
+but the state directory the lock lives in); `install` then runs the steps under that lock
+(install_steps.py): every changed file of every step is first extracted and verified into
+.cosyinstall/staging, so damage anywhere is found before anything in <to> changes; then the
+steps are committed one by one, each journaled. An interrupted apply is finished by the next
+one; an unchanged bundle does nothing; a failed first install leaves nothing behind.
+Starting the server afterwards is the caller's (the CLI's) business.
 """
 
 from __future__ import annotations
@@ -12,39 +15,39 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from cosyinstall import installed as inst
-from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
-from cosyinstall.extract import disk_full, is_disk_full
-from cosyinstall.journal import ApplyLock, StateDir
-from cosyinstall.plan import STEPS
-from cosyinstall.preflight import Finding, choose_python, cuda_major, evaluate, raise_first
+from cosyinstall.artifact import ServerSpec
+from cosyinstall.errors import ArtifactRejected, DiskFull, EnvironmentUnsuitable, is_disk_full
+from cosyinstall.install_plan import STEPS
+from cosyinstall.install_steps import Run, after_failure, install as install_steps, todo, uv_row
+from cosyinstall.journal import ApplyLock, Journal
+from cosyinstall.opened_bundle import Bundle, artifact_failure
+from cosyinstall.preflight import Finding, choose_python, cuda_major, evaluate, first_blocking, raise_first
 from cosyinstall.probe import PythonFound, gather
 from cosyinstall.progress import Reporter
-from cosyinstall.sources import Bundle, artifact_failure
-from cosyinstall.steps import Run, after_failure, install, todo, uv_row
+from cosyinstall.tree import InstallTree
 
-__all__ = ["Options", "Outcome", "check", "apply", "STEPS"]
+__all__ = ["Options", "Prepared", "Outcome", "check", "prepare", "install", "STEPS"]
+
+_NO_SPACE = "free some space and run apply again"
 
 
 @dataclass
 class Options:
     from_dir: str
-    to: str
+    tree: InstallTree
     python: Optional[str] = None
-    no_start: bool = False
-    launcher: Optional[str] = None
-    port: Optional[int] = None
     wait_lock: bool = False
 
 
 @dataclass
 class Outcome:
+    """What an install did: the steps it ran, and the server the installed bundle defines (if any)."""
+
     ran: List[str] = field(default_factory=list)
-    findings: List[Finding] = field(default_factory=list)
-    url: Optional[str] = None
-    already_running: bool = False
+    server: Optional[ServerSpec] = None
 
 
 # -- preflight -----------------------------------------------------------------------------
@@ -64,20 +67,21 @@ def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -
     target = bundle.target()
     minor = str(target.get("python") or "") or None
     need_python = any(step == "venv" for step, _ in steps)
-    facts = gather(opts.to, minor, opts.python, want_python=need_python)
-    cuda = cuda_major(bundle.packages.packages()) if bundle.packages is not None else None
+    facts = gather(opts.tree.root, minor, opts.python, want_python=need_python)
+    cuda = cuda_major([p.to_json() for p in bundle.packages.packages()]) if bundle.packages is not None else None
     findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda)
     if need_python and bundle.packages is not None:
-        findings.insert(1, uv_row(bundle.packages, StateDir(opts.to)))
+        findings.insert(1, uv_row(bundle.packages, opts.tree))
     return findings, (choose_python(facts, minor) if need_python else None)
 
 
-def _preflight(bundle: Bundle, state: StateDir, opts: Options, everything: bool) -> Tuple[List[Finding], List[Tuple[str, str]], Optional[PythonFound]]:
+def _preflight(bundle: Bundle, journal: Journal, opts: Options, everything: bool
+               ) -> Tuple[List[Finding], List[Tuple[str, str]], Optional[PythonFound]]:
     findings = list(bundle.findings)
     todo_steps: List[Tuple[str, str]] = []
     if not any(f.code == ArtifactRejected.exit_code and not f.ok for f in findings):
         try:
-            todo_steps = todo(bundle, state)
+            todo_steps = todo(bundle, journal)
         except ArtifactRejected as exc:
             findings.append(artifact_failure("artifacts", exc))
     judged = todo_steps
@@ -88,18 +92,6 @@ def _preflight(bundle: Bundle, state: StateDir, opts: Options, everything: bool)
     return findings + box, todo_steps, python
 
 
-def check(opts: Options, reporter: Reporter) -> List[Finding]:
-    """Preflight only: verify the uploads and judge the box; writes nothing."""
-    state = StateDir(opts.to)
-    bundle = Bundle(opts.from_dir, state.load().get("uploads", {}), reporter)
-    try:
-        _warn_handmade(bundle, reporter)
-        findings, _todo_steps, _python = _preflight(bundle, state, opts, everything=True)
-        return findings
-    finally:
-        bundle.close()
-
-
 def _warn_handmade(bundle: Bundle, reporter: Reporter) -> None:
     for label in bundle.handmade:
         reporter.warn("!" * 72)
@@ -108,84 +100,128 @@ def _warn_handmade(bundle: Bundle, reporter: Reporter) -> None:
         reporter.warn("!" * 72)
 
 
+def check(opts: Options, reporter: Reporter) -> List[Finding]:
+    """Preflight only: verify the uploads and judge the box; writes nothing."""
+    journal = Journal(opts.tree)
+    bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter)
+    try:
+        _warn_handmade(bundle, reporter)
+        findings, _steps, _python = _preflight(bundle, journal, opts, everything=True)
+        return findings
+    finally:
+        bundle.close()
+
+
 # -- apply ---------------------------------------------------------------------------------
 
 
-def apply(
-    opts: Options,
-    reporter: Reporter,
-    start: Optional[Callable[[Dict[str, Any], bool], Optional[str]]] = None,
-    show: Optional[Callable[[List[Finding]], None]] = None,
-) -> Outcome:
-    """Install the bundle in opts.from_dir into opts.to.
+class Prepared:
+    """An apply ready to install: the opened uploads, the preflight table and, unless blocked, the lock.
 
-    `show(findings)` is called with the preflight table before anything is written;
-    `start(manifest_meta, changed)` starts the server afterwards.
+    Close it (or use it as a context manager) to release the lock and the uploads.
     """
-    opts.to = os.path.abspath(opts.to)
-    state = StateDir(opts.to)
-    bundle = Bundle(opts.from_dir, state.load().get("uploads", {}), reporter)
-    outcome = Outcome()
+
+    def __init__(self, opts: Options, reporter: Reporter, bundle: Bundle, findings: List[Finding],
+                 steps: List[Tuple[str, str]], python: Optional[PythonFound]) -> None:
+        self.opts = opts
+        self.tree = opts.tree
+        self.reporter = reporter
+        self.bundle = bundle
+        self.findings = findings
+        # (step, digest) planned before the lock; install plans again under it.
+        self.steps = steps
+        self.python = python
+        self.lock = ApplyLock(opts.tree, wait=opts.wait_lock, on_wait=reporter.info)
+        # Whether --to held an install (or anything) before: a failed first install removes all it made.
+        self.existed = os.path.exists(self.tree.root)
+        self.fresh = not inst.anything_installed(self.tree) and (not self.existed or _only_state(self.tree))
+
+    @property
+    def blocked(self) -> bool:
+        return first_blocking(self.findings) is not None
+
+    def close(self) -> None:
+        self.lock.release()
+        self.bundle.close()
+
+    def __enter__(self) -> "Prepared":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare(opts: Options, reporter: Reporter) -> Prepared:
+    """Open the uploads, run preflight and plan; when nothing blocks, take the apply lock.
+
+    A blocked preflight writes nothing and takes no lock: `install` then raises the first
+    failure. The caller shows `findings` in between.
+    """
+    journal = Journal(opts.tree)
+    bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter)
     try:
         _warn_handmade(bundle, reporter)
-        outcome.findings, _todo_steps, python = _preflight(bundle, state, opts, everything=False)
-        if show is not None:
-            show(outcome.findings)
-        raise_first(outcome.findings)
-        existed = os.path.exists(opts.to)
-        fresh = not inst.anything_installed(state) and (not existed or _only_state(opts.to))
-        try:
-            state.ensure()
-        except PermissionError:
-            raise EnvironmentUnsuitable("no permission to create %s" % state.root, "run as root or choose another --to")
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise disk_full(state.root)
-            raise
-        with ApplyLock(state, wait=opts.wait_lock, on_wait=reporter.info) as lock:
-            run = Run(opts.to, state, bundle, reporter, python, lock)
-            with open(state.path("install.log"), "a", encoding="utf-8") as log:
-                reporter.log = log
-                try:
-                    install(run, outcome.ran)
-                except BaseException as exc:
-                    reporter.log = None
-                    left = after_failure(run, fresh, existed)
-                    if is_disk_full(exc):
-                        raise _disk_full_error(exc, opts.to, left) from None
-                    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                        raise EnvironmentUnsuitable(
-                            "no permission to write %s (%s)" % (exc.filename or opts.to, exc.strerror),
-                            "run as root or choose another --to") from None
-                    if getattr(exc, "disk_full", False):
-                        exc.hint = _disk_hint(left)  # type: ignore[attr-defined]
-                    raise
-                finally:
-                    reporter.log = None
-            if not opts.no_start and start is not None:
-                manifest = inst.installed_manifest(state, "packages")
-                if manifest is not None and manifest.server() is not None:
-                    outcome.url = start(manifest.meta, bool(outcome.ran))
-                else:
-                    reporter.warn("the installed bundle defines no server, so none was started")
-    finally:
+        findings, steps, python = _preflight(bundle, journal, opts, everything=False)
+        prepared = Prepared(opts, reporter, bundle, findings, steps, python)
+        if not prepared.blocked:
+            _take_lock(prepared)
+    except BaseException:
         bundle.close()
+        raise
+    return prepared
+
+
+def _take_lock(prepared: Prepared) -> None:
+    state = prepared.tree.state
+    try:
+        prepared.lock.acquire()
+    except PermissionError:
+        raise EnvironmentUnsuitable("no permission to create %s" % state, "run as root or choose another --to") from None
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(state) from None
+        raise
+
+
+def install(prepared: Prepared) -> Outcome:
+    """Install the prepared bundle under its lock; refuses (raises) when preflight found a blocker."""
+    raise_first(prepared.findings)
+    assert prepared.lock.held, "prepare() takes the lock whenever preflight passes"
+    tree, reporter = prepared.tree, prepared.reporter
+    outcome = Outcome()
+    run = Run(tree, prepared.bundle, reporter, prepared.python, prepared.lock)
+    with open(tree.install_log, "a", encoding="utf-8") as log:
+        reporter.log = log
+        try:
+            install_steps(run, outcome.ran)
+        except BaseException as exc:
+            reporter.log = None
+            left = after_failure(run, prepared.fresh, prepared.existed)
+            if isinstance(exc, DiskFull):
+                exc.hint = _disk_hint(left)
+                raise
+            if is_disk_full(exc):
+                raise DiskFull(str(getattr(exc, "filename", None) or tree.root), _disk_hint(left)) from None
+            if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise EnvironmentUnsuitable(
+                    "no permission to write %s (%s)" % (exc.filename or tree.root, exc.strerror),
+                    "run as root or choose another --to") from None
+            raise
+        finally:
+            reporter.log = None
+    manifest = inst.installed_manifest(tree, "packages")
+    outcome.server = manifest.server() if manifest is not None else None
     return outcome
 
 
-def _only_state(to: str) -> bool:
+def _only_state(tree: InstallTree) -> bool:
     try:
-        return set(os.listdir(to)) <= {".cosyinstall"}
+        return set(os.listdir(tree.root)) <= {os.path.basename(tree.state)}
     except OSError:
         return False
 
 
 def _disk_hint(left: bool) -> str:
     if left:
-        return "free some space and run apply again; it resumes where this one stopped"
-    return "free some space and run apply again; nothing was left behind"
-
-
-def _disk_full_error(exc: BaseException, to: str, left: bool) -> EnvironmentUnsuitable:
-    where = getattr(exc, "filename", None) or to
-    return disk_full(str(where), _disk_hint(left))
+        return _NO_SPACE + "; it resumes where this one stopped"
+    return _NO_SPACE + "; nothing was left behind"

@@ -1,7 +1,9 @@
-"""The artifact format: MANIFEST.json inside each zip, its entries, and the server spec.
+"""The artifact contract: upload file names, member prefixes, MANIFEST.json and its records.
 
 This module is the one definition of the format. cosybuild writes manifests with it and
-cosyinstall reads them with it.
+cosyinstall reads them with it: the names of the uploaded files, where members live inside
+each zip, the manifest with its file entries, and a typed record (reader and writer) for
+every part of the manifest's metadata.
 """
 
 from __future__ import annotations
@@ -18,15 +20,45 @@ from cosyinstall.names import check_member_name
 __all__ = [
     "FORMAT",
     "MANIFEST_NAME",
+    "PACKAGES_ZIP",
+    "MODELS_ZIP",
+    "PYZ_NAME",
+    "SUMS_NAME",
+    "KIND_OF",
+    "APP_PREFIX",
+    "WHEELS_DIR",
+    "UV_REL",
+    "REQUIREMENTS_REL",
     "FileEntry",
     "ServerSpec",
     "ArtifactManifest",
+    "PackageRecord",
+    "UvRecord",
+    "AppRecord",
+    "ModelSteps",
+    "ModelRecord",
+    "Duplicate",
+    "PackagesMeta",
+    "ModelsMeta",
     "KINDS",
 ]
 
 FORMAT = "cosy-offline/1"
 MANIFEST_NAME = "MANIFEST.json"
 KINDS = ("packages", "models")
+
+# The uploads: what cosybuild pack writes and what cosyinstall looks for in --from.
+PACKAGES_ZIP = "offline_packages.zip"
+MODELS_ZIP = "pretrained_models.zip"
+PYZ_NAME = "cosyinstall.pyz"
+SUMS_NAME = "SHA256SUMS"
+KIND_OF = {PACKAGES_ZIP: "packages", MODELS_ZIP: "models"}
+
+# Members of offline_packages.zip (a models zip holds one directory per model).
+APP_PREFIX = "app/"
+WHEELS_DIR = "wheels"
+UV_REL = "uv/uv"
+REQUIREMENTS_REL = "requirements.txt"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -186,6 +218,11 @@ class ArtifactManifest:
             if key in seen:
                 raise ArtifactRejected("%s lists %s twice" % (where, entry.path))
             seen.add(key)
+        # The metadata is read here too, so a bad record stops the install before anything is written.
+        if self.kind == "models":
+            ModelsMeta.from_manifest(self)
+        else:
+            PackagesMeta.from_manifest(self)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"format": self.format, "kind": self.kind, "name": self.name, "target": self.target}
@@ -210,3 +247,260 @@ class ArtifactManifest:
     def server(self) -> Optional[ServerSpec]:
         raw = self.meta.get("server")
         return ServerSpec.from_dict(raw, "%s server" % self.name) if isinstance(raw, dict) else None
+
+    def packages_meta(self) -> "PackagesMeta":
+        """The typed metadata of a packages manifest (empty parts for a hand-made record)."""
+        return PackagesMeta.from_manifest(self)
+
+    def models_meta(self) -> "ModelsMeta":
+        """The typed metadata of a models manifest, duplicates checked against the members."""
+        return ModelsMeta.from_manifest(self)
+
+
+# -- the metadata payload: one typed record per part, each with a reader and a writer -------
+
+
+def _object(data: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ArtifactRejected("%s must be an object" % where)
+    return data
+
+
+def _list(data: Any, where: str) -> List[Any]:
+    if not isinstance(data, list):
+        raise ArtifactRejected("%s must be a list" % where)
+    return data
+
+
+def _rest(data: Mapping[str, Any], known: Tuple[str, ...]) -> Dict[str, Any]:
+    """The keys a record does not type, kept so that reading and writing again loses nothing."""
+    return {k: v for k, v in data.items() if k not in known}
+
+
+def _with_rest(rest: Dict[str, Any], typed: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(rest)
+    out.update((k, v) for k, v in typed.items() if v is not None)
+    return out
+
+
+def _optional_str(data: Mapping[str, Any], key: str, where: str) -> Optional[str]:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ArtifactRejected("%s.%s must be a string" % (where, key))
+    return value
+
+
+@dataclass(frozen=True)
+class PackageRecord:
+    """One locked package: name, version, the file installed; `extra` keeps the rest (sha256, built-from)."""
+
+    name: str
+    version: str
+    filename: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "PackageRecord":
+        data = _object(data, where)
+        return cls(_get(data, "name", str, where), _get(data, "version", str, where),
+                   _optional_str(data, "filename", where), _rest(data, ("name", "version", "filename")))
+
+    def to_json(self) -> Dict[str, Any]:
+        return _with_rest(self.extra, {"name": self.name, "version": self.version, "filename": self.filename})
+
+
+@dataclass(frozen=True)
+class UvRecord:
+    """The uv carried as uv/uv: its version and the wheel it came from."""
+
+    version: str
+    filename: str
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "UvRecord":
+        data = _object(data, where)
+        return cls(_get(data, "version", str, where), _get(data, "filename", str, where))
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"version": self.version, "filename": self.filename}
+
+
+@dataclass(frozen=True)
+class AppRecord:
+    """Where the app under app/ came from: a git URL and commit, or a local path (the lock's app pin)."""
+
+    git: Optional[str] = None
+    commit: Optional[str] = None
+    path: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "AppRecord":
+        data = _object(data, where)
+        return cls(_optional_str(data, "git", where), _optional_str(data, "commit", where),
+                   _optional_str(data, "path", where), _rest(data, ("git", "commit", "path")))
+
+    def to_json(self) -> Dict[str, Any]:
+        return _with_rest(self.extra, {"git": self.git, "commit": self.commit, "path": self.path})
+
+
+@dataclass(frozen=True)
+class ModelSteps:
+    """What the installer does with a model's files after laying them out (paths relative to the model)."""
+
+    unzip: Tuple[str, ...] = ()
+    install_wheels: Tuple[str, ...] = ()
+
+    KEYS = ("unzip", "install-wheels")
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "ModelSteps":
+        data = _object({} if data is None else data, where)
+        found: Dict[str, Tuple[str, ...]] = {}
+        for key in cls.KEYS:
+            value = data.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ArtifactRejected("%s.%s must be a list of file names" % (where, key))
+            for item in value:
+                check_member_name(item, "%s.%s" % (where, key))
+            found[key] = tuple(value)
+        return cls(found["unzip"], found["install-wheels"])
+
+    def to_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        if self.unzip:
+            out["unzip"] = list(self.unzip)
+        if self.install_wheels:
+            out["install-wheels"] = list(self.install_wheels)
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.unzip or self.install_wheels)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One model of a models artifact: its directory name, install steps, and its pin (`pin`: source, repo...)."""
+
+    name: str
+    steps: ModelSteps = ModelSteps()
+    pin: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "ModelRecord":
+        data = _object(data, where)
+        name = _get(data, "name", str, where)
+        check_member_name(name, "%s.name" % where)
+        return cls(name, ModelSteps.from_json(data.get("steps"), "%s.steps" % where), _rest(data, ("name", "steps")))
+
+    def to_json(self) -> Dict[str, Any]:
+        return _with_rest(self.pin, {"name": self.name, "steps": self.steps.to_json() if self.steps else None})
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A file stored once in the zip: `path` is recreated on the box from the member `same_as`."""
+
+    path: str
+    same_as: str
+    size: int
+    sha256: str
+    executable: bool = False
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "Duplicate":
+        data = _object(data, where)
+        entry = FileEntry.from_dict(data, where)
+        check_member_name(entry.path, "%s.path" % where)
+        return cls(entry.path, _get(data, "same-as", str, where), entry.size, entry.sha256, entry.executable)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"path": self.path, "same-as": self.same_as, "size": self.size, "sha256": self.sha256,
+                "executable": self.executable}
+
+    def entry(self) -> FileEntry:
+        return FileEntry(self.path, self.size, self.sha256, self.executable)
+
+
+@dataclass(frozen=True)
+class PackagesMeta:
+    """The metadata of offline_packages.zip: locked packages, the uv carried, the app, server, lock digests."""
+
+    packages: Tuple[PackageRecord, ...] = ()
+    uv: Optional[UvRecord] = None
+    app: Optional[AppRecord] = None
+    server: Optional[ServerSpec] = None
+    lock_digests: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, meta: Mapping[str, Any], where: str) -> "PackagesMeta":
+        raw = _list(meta.get("packages", []), "%s.packages" % where)
+        packages = tuple(PackageRecord.from_json(p, "%s.packages[%d]" % (where, i)) for i, p in enumerate(raw))
+        uv = UvRecord.from_json(meta["uv"], "%s.uv" % where) if meta.get("uv") is not None else None
+        app = AppRecord.from_json(meta["app"], "%s.app" % where) if meta.get("app") is not None else None
+        server = ServerSpec.from_dict(_object(meta["server"], "%s.server" % where), "%s.server" % where) \
+            if meta.get("server") is not None else None
+        digests = _object(meta.get("lock-digests", {}), "%s.lock-digests" % where)
+        for key, value in digests.items():
+            if not isinstance(value, str):
+                raise ArtifactRejected("%s.lock-digests.%s must be a string" % (where, key))
+        return cls(packages, uv, app, server, dict(digests))
+
+    @classmethod
+    def from_manifest(cls, manifest: "ArtifactManifest") -> "PackagesMeta":
+        return cls.from_json(manifest.meta, "%s %s" % (manifest.name, MANIFEST_NAME))
+
+    def to_json(self) -> Dict[str, Any]:
+        """The manifest metadata cosybuild writes (only the parts present)."""
+        out: Dict[str, Any] = {"packages": [p.to_json() for p in sorted(self.packages, key=lambda p: p.name)]}
+        if self.uv is not None:
+            out["uv"] = self.uv.to_json()
+        if self.app is not None:
+            out["app"] = self.app.to_json()
+        if self.server is not None:
+            out["server"] = self.server.to_dict()
+        if self.lock_digests:
+            out["lock-digests"] = dict(self.lock_digests)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelsMeta:
+    """The metadata of pretrained_models.zip: every model with its steps, and the duplicates."""
+
+    models: Tuple[ModelRecord, ...] = ()
+    duplicates: Tuple[Duplicate, ...] = ()
+
+    @classmethod
+    def from_json(cls, meta: Mapping[str, Any], where: str) -> "ModelsMeta":
+        raw_models = _list(meta.get("models", []), "%s.models" % where)
+        models = tuple(ModelRecord.from_json(m, "%s.models[%d]" % (where, i)) for i, m in enumerate(raw_models))
+        raw_dups = _list(meta.get("duplicates", []), "%s.duplicates" % where)
+        dups = tuple(Duplicate.from_json(d, "%s.duplicates[%d]" % (where, i)) for i, d in enumerate(raw_dups))
+        return cls(models, dups)
+
+    @classmethod
+    def from_manifest(cls, manifest: "ArtifactManifest") -> "ModelsMeta":
+        where = "%s %s" % (manifest.name, MANIFEST_NAME)
+        meta = cls.from_json(manifest.meta, where)
+        members = manifest.by_path()
+        for i, dup in enumerate(meta.duplicates):
+            original = members.get(dup.same_as)
+            if original is None or original.sha256 != dup.sha256 or original.size != dup.size:
+                raise ArtifactRejected("%s.duplicates[%d]: %s names %s, which the manifest does not list with that "
+                                       "content" % (where, i, dup.path, dup.same_as))
+            if dup.path in members:
+                raise ArtifactRejected("%s.duplicates[%d]: %s is also a member" % (where, i, dup.path))
+        return meta
+
+    def to_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"models": [m.to_json() for m in self.models]}
+        if self.duplicates:
+            out["duplicates"] = [d.to_json() for d in self.duplicates]
+        return out
+
+    def known(self, manifest: "ArtifactManifest") -> Dict[str, FileEntry]:
+        """Every file the manifest promises under pretrained_models: its members and its duplicates."""
+        known = manifest.by_path()
+        known.update((d.path, d.entry()) for d in self.duplicates)
+        return known

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from cosyinstall import __version__
 from cosyinstall.errors import EXIT_BUG, ArtifactRejected, CosyError, UsageError
+from cosyinstall.tree import InstallTree
 
 __all__ = ["main", "DEFAULT_FROM", "DEFAULT_TO"]
 
@@ -70,112 +70,105 @@ def _reporter(args: argparse.Namespace):
     return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False))
 
 
-def _spec(to: str):
-    from cosyinstall import installed as inst
-    from cosyinstall.journal import StateDir
+# The server modules (server.py and friends) still take the install root as a string: they
+# get `tree.root` until they take the InstallTree itself.
 
-    manifest = inst.installed_manifest(StateDir(to), "packages")
+
+def _spec(tree: InstallTree):
+    from cosyinstall import installed as inst
+
+    manifest = inst.installed_manifest(tree, "packages")
     if manifest is None:
-        raise ArtifactRejected("nothing is installed in %s" % os.path.abspath(to), "run cosyinstall apply first")
+        raise ArtifactRejected("nothing is installed in %s" % tree.root, "run cosyinstall apply first")
     spec = manifest.server()
     if spec is None:
-        raise ArtifactRejected("the installed bundle in %s defines no server" % os.path.abspath(to))
+        raise ArtifactRejected("the installed bundle in %s defines no server" % tree.root)
     return spec
 
 
-def _start(to: str, args: argparse.Namespace, reporter, restart: bool = False) -> str:
+def _start(tree: InstallTree, spec, args: argparse.Namespace, reporter, restart: bool = False) -> str:
     from cosyinstall import server
 
-    spec = _spec(to)
     port = args.port if getattr(args, "port", None) else spec.port
     if restart:
-        server.stop_server(to)
-    server.start_server(to, spec, launcher=args.launcher, port=port, reporter=reporter)
-    server.wait_ready(to, spec, port=port, reporter=reporter)
+        server.stop_server(tree.root)
+    server.start_server(tree.root, spec, launcher=args.launcher, port=port, reporter=reporter)
+    server.wait_ready(tree.root, spec, port=port, reporter=reporter)
     return "http://127.0.0.1:%d%s" % (port, spec.health_path)
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
+def _cmd_check(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.apply import Options, check
     from cosyinstall.preflight import raise_first, render
 
-    findings = check(Options(args.from_dir, args.to, args.python), _reporter(args))
+    findings = check(Options(args.from_dir, tree, args.python), _reporter(args))
     print(render(findings))
     sys.stdout.flush()
     raise_first(findings)
-    print("preflight passed: %s can be installed into %s" % (args.from_dir, os.path.abspath(args.to)))
+    print("preflight passed: %s can be installed into %s" % (args.from_dir, tree.root))
     return 0
 
 
-def _cmd_apply(args: argparse.Namespace) -> int:
-    from cosyinstall.apply import Options, apply
+def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
+    from cosyinstall.apply import Options, install, prepare
     from cosyinstall.preflight import render
 
     reporter = _reporter(args)
-    opts = Options(args.from_dir, args.to, args.python, args.no_start, args.launcher, args.port, args.wait)
-
-    def start(_meta: Dict[str, Any], changed: bool) -> Optional[str]:
-        return _start(opts.to, args, reporter, restart=changed)
-
-    def show(findings: list) -> None:
+    with prepare(Options(args.from_dir, tree, args.python, args.wait), reporter) as prepared:
         # The table comes first, before anything is written, so a refusal is seen in context.
-        if not args.quiet or any(not f.ok for f in findings):
-            print(render(findings))
+        if not args.quiet or prepared.blocked or any(not f.ok for f in prepared.findings):
+            print(render(prepared.findings))
             sys.stdout.flush()
-
-    outcome = apply(opts, reporter, start=start, show=show)
-    if outcome.ran:
-        print("installed into %s (%s)" % (opts.to, ", ".join(outcome.ran)))
-    else:
-        print("nothing changed: %s already holds these artifacts" % opts.to)
-    if outcome.url:
-        print("server ready: %s" % outcome.url)
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from cosyinstall.verify import mark_for_repair, verify_steps
-
-    found = verify_steps(args.to, _reporter(args))
-    problems = [p for step in sorted(found) for p in found[step]]
-    if problems:
-        for problem in problems:
-            print("  " + problem, file=sys.stderr)
-        marked = mark_for_repair(args.to, list(found))
-        more = " (and %d more listed above)" % (len(problems) - 1) if len(problems) > 1 else ""
-        if "" in found:
-            hint = "run cosyinstall apply first"
-        elif marked:
-            hint = "run cosyinstall apply to repair (it will redo: %s)" % ", ".join(marked)
+        outcome = install(prepared)
+        if outcome.ran:
+            print("installed into %s (%s)" % (tree.root, ", ".join(outcome.ran)))
         else:
-            hint = "run cosyinstall apply to repair"
-        raise ArtifactRejected(problems[0] + more, hint)
-    print("verified: %s matches its manifests" % os.path.abspath(args.to))
+            print("nothing changed: %s already holds these artifacts" % tree.root)
+        if args.no_start:
+            return 0
+        if outcome.server is None:
+            reporter.warn("the installed bundle defines no server, so none was started")
+            return 0
+        # Started under the apply lock, as before: a second apply cannot swap the tree meanwhile.
+        url = _start(tree, outcome.server, args, reporter, restart=bool(outcome.ran))
+    print("server ready: %s" % url)
     return 0
 
 
-def _cmd_start(args: argparse.Namespace) -> int:
-    print("server ready: %s" % _start(args.to, args, _reporter(args)))
+def _cmd_verify(args: argparse.Namespace, tree: InstallTree) -> int:
+    from cosyinstall.verify import verify_and_mark
+
+    verdict = verify_and_mark(tree, _reporter(args))
+    if not verdict.ok:
+        for problem in verdict.problems:
+            print("  " + problem, file=sys.stderr)
+        raise verdict.error()
+    print("verified: %s matches its manifests" % tree.root)
     return 0
 
 
-def _cmd_stop(args: argparse.Namespace) -> int:
+def _cmd_start(args: argparse.Namespace, tree: InstallTree) -> int:
+    print("server ready: %s" % _start(tree, _spec(tree), args, _reporter(args)))
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall import server
 
-    was = server.stop_server(args.to, grace=args.grace)
+    was = server.stop_server(tree.root, grace=args.grace)
     print("server stopped" if was else "server was not running")
     return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
+def _cmd_status(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall import server
 
     spec = None
     try:
-        spec = _spec(args.to)
+        spec = _spec(tree)
     except CosyError:
         pass
-    info = server.server_status(args.to, spec)
+    info = server.server_status(tree.root, spec)
     if args.json:
         print(json.dumps(info, sort_keys=True))
     else:
@@ -184,13 +177,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_logs(args: argparse.Namespace) -> int:
+def _cmd_logs(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall import server
 
     if args.follow:
-        server.follow_log(args.to, sys.stdout)
+        server.follow_log(tree.root, sys.stdout)
     else:
-        for line in server.tail_log(args.to, args.lines):
+        for line in server.tail_log(tree.root, args.lines):
             print(line)
     return 0
 
@@ -206,7 +199,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
-        return _COMMANDS[args.command](args)
+        return _COMMANDS[args.command](args, InstallTree(args.to))
     except CosyError as exc:
         if debug:
             traceback.print_exc()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from typing import IO, Callable, Iterable, List, Optional
+import tempfile
+from typing import IO, Any, Callable, Iterable, List, Optional
 
 from cosyinstall.artifact import FileEntry
-from cosyinstall.errors import EnvironmentUnsuitable
-from cosyinstall.plan import Item
+from cosyinstall.errors import DiskFull, EnvironmentUnsuitable, is_disk_full
+from cosyinstall.install_plan import Item
 from cosyinstall.progress import NullReporter, Reporter
 
 __all__ = [
@@ -22,15 +23,11 @@ __all__ = [
     "extract_entries",
     "publish",
     "remove_paths",
-    "remove_stale",
     "set_mode",
     "rmtree",
-    "disk_full",
-    "is_disk_full",
     "inside",
+    "write_atomically",
 ]
-
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def rmtree(path: str) -> None:
@@ -38,18 +35,6 @@ def rmtree(path: str) -> None:
         shutil.rmtree(path)
     elif os.path.lexists(path):
         os.unlink(path)
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in _FULL
-
-
-def disk_full(path: str, hint: str = "free some space and run apply again", during: str = "") -> EnvironmentUnsuitable:
-    """The one sentence for ENOSPC; marked so the caller can say what was left behind."""
-    what = "during %s" % during if during else "while writing %s" % path
-    err = EnvironmentUnsuitable("the disk filled up %s" % what, hint)
-    err.disk_full = True  # type: ignore[attr-defined]
-    return err
 
 
 def inside(root: str, rel: str) -> str:
@@ -100,7 +85,7 @@ def stage_items(reader: _Reader, items: Iterable[Item], staging: str, reporter: 
                 os.utime(target, (stamp, stamp))
             except OSError as exc:
                 if is_disk_full(exc):
-                    raise disk_full(target)
+                    raise DiskFull(target) from None
                 raise
             written.append(FileEntry(item.rel, item.size, digest, item.executable))
     return written
@@ -178,6 +163,17 @@ def remove_paths(dest: str, rels: Iterable[str]) -> List[str]:
     return removed
 
 
-def remove_stale(dest: str, old: Iterable[str], new: Iterable[str]) -> List[str]:
-    """Delete files the previous version listed and the new one does not; prune empty dirs."""
-    return remove_paths(dest, set(old) - set(new))
+def write_atomically(target: str, tmp: str, write: Callable[[IO[bytes]], Any], executable: bool) -> None:
+    """Write a temp file in `tmp` (same filesystem), then rename: `target` is the old file or the whole new one."""
+    fd, part = tempfile.mkstemp(prefix="file.", dir=tmp)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+        os.chmod(part, 0o755 if executable else 0o644)
+        os.replace(part, target)
+    except BaseException as exc:
+        if os.path.exists(part):
+            os.unlink(part)
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):
+            raise DiskFull(target) from None
+        raise

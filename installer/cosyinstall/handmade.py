@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.names import check_member_mode, check_member_name, fold, legacy_name
+from cosyinstall.tree import MODELS_NAME
 from cosyinstall.zipraw import check_readable
 from cosyinstall.zipread import ZipReader
 
@@ -24,11 +25,9 @@ __all__ = [
     "Member",
     "infer_target",
     "wheel_name_version",
-    "MODELS_TOP",
     "UV_BINARY",
 ]
 
-MODELS_TOP = "pretrained_models"
 UV_BINARY = "uv"
 # Folders that archivers add and that are never part of what the user zipped.
 _JUNK_TOP = ("__MACOSX",)
@@ -173,8 +172,8 @@ class HandmadeReader(ZipReader):
         """(member, path under pretrained_models/): a top folder named pretrained_models is dropped."""
         strip = ""
         tops = {m.name.split("/")[0] for m in self.members}
-        if tops == {MODELS_TOP} and all("/" in m.name for m in self.members):
-            strip = MODELS_TOP + "/"
+        if tops == {MODELS_NAME} and all("/" in m.name for m in self.members):
+            strip = MODELS_NAME + "/"
         return [(m, m.name[len(strip):]) for m in self.members]
 
     def wheels(self) -> List[Member]:
@@ -197,9 +196,6 @@ class HandmadeReader(ZipReader):
 
     def target(self) -> Dict[str, Any]:
         return infer_target([m.name for m in self.wheels()])
-
-    def total_size(self) -> int:
-        return sum(m.size for m in self.members)
 
     def _info(self, key: str) -> zipfile.ZipInfo:
         return self.by_name[key].info

@@ -1,49 +1,42 @@
-"""What is installed in <to>: the manifests and the venv record written by completed steps."""
+"""What is installed in <to>: the manifests and the venv record that completed steps wrote.
+
+The journal (journal.py) says which steps are complete; this module reads and writes what
+they recorded about their content, under <to>/.cosyinstall.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional
 
-from cosyinstall.artifact import ArtifactManifest, FileEntry
+from cosyinstall.artifact import APP_PREFIX, ArtifactManifest, FileEntry
 from cosyinstall.errors import ArtifactRejected
-from cosyinstall.journal import StateDir
-from cosyinstall.plan import APP_PREFIX
+from cosyinstall.journal import json_bytes, read_json_object, read_small, write_atomic
+from cosyinstall.tree import InstallTree
 
 __all__ = [
-    "APP_PREFIX",
-    "MODELS_DIR",
-    "VENV_DIR",
     "installed_manifest",
     "write_manifest",
     "app_entries",
-    "app_paths",
-    "model_paths",
-    "venv_dir",
     "venv_record",
     "write_venv_record",
-    "uv_path",
     "anything_installed",
 ]
 
-MODELS_DIR = "pretrained_models"
-VENV_DIR = ".venv"
-VENV_RECORD = "venv.json"
 
-
-def installed_manifest(state: StateDir, kind: str) -> Optional[ArtifactManifest]:
-    raw = state.read_bytes("%s.MANIFEST.json" % kind)
+def installed_manifest(tree: InstallTree, kind: str) -> Optional[ArtifactManifest]:
+    path = tree.manifest_copy(kind)
+    raw = read_small(path)
     if raw is None:
         return None
     try:
-        return ArtifactManifest.from_bytes(raw, state.path("%s.MANIFEST.json" % kind))
+        return ArtifactManifest.from_bytes(raw, path)
     except ArtifactRejected:
         return None
 
 
-def write_manifest(state: StateDir, kind: str, manifest: ArtifactManifest) -> None:
-    state.write_json("%s.MANIFEST.json" % kind, manifest.to_bytes())
+def write_manifest(tree: InstallTree, kind: str, manifest: ArtifactManifest) -> None:
+    write_atomic(tree.manifest_copy(kind), manifest.to_bytes())
 
 
 def app_entries(manifest: Optional[ArtifactManifest]) -> List[FileEntry]:
@@ -52,39 +45,15 @@ def app_entries(manifest: Optional[ArtifactManifest]) -> List[FileEntry]:
     return [e for e in manifest.files if e.path.startswith(APP_PREFIX)]
 
 
-def app_paths(manifest: Optional[ArtifactManifest]) -> List[str]:
-    return [e.path[len(APP_PREFIX):] for e in app_entries(manifest)]
-
-
-def model_paths(manifest: Optional[ArtifactManifest]) -> List[str]:
-    return [e.path for e in manifest.files] if manifest is not None else []
-
-
-def venv_dir(to: str) -> str:
-    return os.path.join(os.path.abspath(to), VENV_DIR)
-
-
-def uv_path(state: StateDir) -> str:
-    """Where the bundled uv is kept after an install, for later steps (models) and users."""
-    return state.path("bin", "uv")
-
-
-def venv_record(state: StateDir) -> Optional[Dict[str, Any]]:
+def venv_record(tree: InstallTree) -> Optional[Dict[str, Any]]:
     """What the last complete venv step installed: packages (name, version), python, source."""
-    raw = state.read_bytes(VENV_RECORD)
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(tree.venv_record)
 
 
-def write_venv_record(state: StateDir, record: Dict[str, Any]) -> None:
-    state.write_json(VENV_RECORD, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+def write_venv_record(tree: InstallTree, record: Dict[str, Any]) -> None:
+    write_atomic(tree.venv_record, json_bytes(record))
 
 
-def anything_installed(state: StateDir) -> bool:
-    return any(state.read_bytes(name) is not None
-               for name in ("packages.MANIFEST.json", "models.MANIFEST.json", VENV_RECORD))
+def anything_installed(tree: InstallTree) -> bool:
+    return any(os.path.exists(path) for path in
+               (tree.manifest_copy("packages"), tree.manifest_copy("models"), tree.venv_record))

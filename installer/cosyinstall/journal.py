@@ -1,9 +1,12 @@
-"""Install state under <to>/.cosyinstall: the journal of completed steps and the apply lock.
+"""The journal of completed install steps and the apply lock, both under <to>/.cosyinstall.
 
 A step is recorded only after it is complete, keyed by the digest of what it installed. A
 step that starts first writes `<step>.pending.json` (every path it may touch) and clears its
 record; the pending file goes only after the record is back. So after a crash at any moment
 the journal tells the next apply which step to redo and which files it may have touched.
+
+The small-file helpers (`write_atomic`, `read_small`) are the one way install state is
+written and read, so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
@@ -14,39 +17,74 @@ import os
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from cosyinstall.errors import EnvironmentUnsuitable
+from cosyinstall.tree import InstallTree
 
-__all__ = ["StateDir", "ApplyLock", "STATE_NAME"]
-
-STATE_NAME = ".cosyinstall"
+__all__ = ["Journal", "ApplyLock", "write_atomic", "read_small", "read_json_object", "json_bytes", "remove_file"]
 
 
-class StateDir:
-    """Paths, the journal and the recorded manifests inside <to>/.cosyinstall."""
+def write_atomic(path: str, payload: bytes) -> None:
+    """Write atomically: a reader sees the old or the new content, never a mix."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
-    def __init__(self, to: str) -> None:
-        self.to = os.path.abspath(to)
-        self.root = os.path.join(self.to, STATE_NAME)
-        self.journal_path = os.path.join(self.root, "state.json")
 
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+def read_small(path: str) -> Optional[bytes]:
+    """A small state file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def read_json_object(path: str) -> Optional[Dict[str, Any]]:
+    """A JSON object from a state file; None when missing or damaged (damage means: redo, which is safe)."""
+    raw = read_small(path)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Journal:
+    """state.json (completed steps, verified uploads) and the pending files of steps in progress."""
+
+    def __init__(self, tree: InstallTree) -> None:
+        self.tree = tree
 
     def ensure(self) -> None:
-        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(self.tree.state, exist_ok=True)
 
     def load(self) -> Dict[str, Any]:
-        try:
-            with open(self.journal_path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
-        except (ValueError, UnicodeDecodeError):
-            # A torn write cannot happen (we rename), so this is damage: start over safely.
-            return {}
-        return data if isinstance(data, dict) else {}
+        # A torn write cannot happen (we rename), so a damaged file is damage: start over safely.
+        return read_json_object(self.tree.journal) or {}
 
     def save(self, data: Dict[str, Any]) -> None:
-        self.write_json("state.json", (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+        write_atomic(self.tree.journal, json_bytes(data))
 
     def steps(self) -> Dict[str, str]:
         steps = self.load().get("steps", {})
@@ -66,12 +104,12 @@ class StateDir:
 
     # -- steps in progress ---------------------------------------------------------------
 
-    def _pending_name(self, step: str) -> str:
-        return "%s.pending.json" % step
+    def _pending_path(self, step: str) -> str:
+        return self.tree.state_path("%s.pending.json" % step)
 
     def pending(self, step: str) -> Optional[List[str]]:
         """Paths an interrupted run of `step` may have touched; None if it was not interrupted."""
-        raw = self.read_bytes(self._pending_name(step))
+        raw = read_small(self._pending_path(step))
         if raw is None:
             return None
         try:
@@ -85,7 +123,7 @@ class StateDir:
         known = set(self.pending(step) or [])
         known.update(paths)
         payload = json.dumps({"step": step, "paths": sorted(known)}, indent=0).encode("utf-8")
-        self.write_json(self._pending_name(step), payload)
+        write_atomic(self._pending_path(step), payload)
         self.mark(step, None)
 
     def finish(self, step: str, digest: str) -> None:
@@ -93,41 +131,7 @@ class StateDir:
         self.discard_pending(step)
 
     def discard_pending(self, step: str) -> None:
-        try:
-            os.unlink(self.path(self._pending_name(step)))
-        except FileNotFoundError:
-            pass
-
-    # -- small files -----------------------------------------------------------------
-
-    def write_json(self, name: str, payload: bytes) -> None:
-        """Write atomically: a reader sees the old or the new content, never a mix."""
-        self.ensure()
-        target = self.path(name)
-        tmp = target + ".tmp"
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
-
-    def read_bytes(self, name: str) -> Optional[bytes]:
-        try:
-            with open(self.path(name), "rb") as handle:
-                return handle.read()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    def remove(self, name: str) -> None:
-        try:
-            os.unlink(self.path(name))
-        except FileNotFoundError:
-            pass
+        remove_file(self._pending_path(step))
 
 
 class ApplyLock:
@@ -138,8 +142,8 @@ class ApplyLock:
     followed by another apply racing the orphaned uv.
     """
 
-    def __init__(self, state: StateDir, wait: bool = False, on_wait: Optional[Callable[[str], None]] = None) -> None:
-        self.state = state
+    def __init__(self, tree: InstallTree, wait: bool = False, on_wait: Optional[Callable[[str], None]] = None) -> None:
+        self.tree = tree
         self.wait = wait
         self.on_wait = on_wait
         self.handle = None
@@ -148,12 +152,20 @@ class ApplyLock:
         assert self.handle is not None
         return self.handle.fileno()
 
+    @property
+    def held(self) -> bool:
+        return self.handle is not None
+
     def __enter__(self) -> "ApplyLock":
+        self.acquire()
+        return self
+
+    def acquire(self) -> None:
         import fcntl
 
         while True:
-            self.state.ensure()
-            path = self.state.path("lock")
+            os.makedirs(self.tree.state, exist_ok=True)
+            path = self.tree.lock
             handle = open(path, "a+")
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -164,11 +176,11 @@ class ApplyLock:
                 if not self.wait:
                     handle.close()
                     raise EnvironmentUnsuitable(
-                        "another cosyinstall apply is working on %s right now" % self.state.to,
+                        "another cosyinstall apply is working on %s right now" % self.tree.root,
                         "wait for it to finish, or pass --wait",
                     )
                 if self.on_wait is not None:
-                    self.on_wait("another cosyinstall apply is working on %s; waiting for it to finish" % self.state.to)
+                    self.on_wait("another cosyinstall apply is working on %s; waiting for it to finish" % self.tree.root)
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             # The holder may have removed the tree (a failed first install cleans up after
             # itself): a lock on a file no longer at that path protects nothing, so retry.
@@ -178,10 +190,13 @@ class ApplyLock:
                 same = False
             if same:
                 self.handle = handle
-                return self
+                return
             handle.close()
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -11,11 +11,8 @@ __all__ = [
     "check_raw_name",
     "fold",
     "legacy_name",
-    "RESERVED_TOP",
 ]
 
-# Top-level names in the installed tree that belong to cosyinstall, never to the app.
-RESERVED_TOP = (".venv", ".cosyinstall", "pretrained_models")
 # Longest single path component most Linux filesystems accept.
 _NAME_MAX = 255
 _UTF8_FLAG = 0x800

@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple
 
+from cosyinstall.artifact import SUMS_NAME
 from cosyinstall.errors import ArtifactRejected
 
 __all__ = ["SUMS_NAME", "SumEntry", "parse_sums", "format_sums", "read_sums"]
 
-SUMS_NAME = "SHA256SUMS"
 _LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 _SIZE = re.compile(r"^# size (\d+) (.+)$")
 

@@ -13,6 +13,7 @@ property here and nowhere else.
 from __future__ import annotations
 
 import os
+from typing import List
 
 __all__ = ["InstallTree", "VENV_NAME", "MODELS_NAME", "STATE_NAME", "RESERVED_TOP"]
 
@@ -64,6 +65,10 @@ class InstallTree:
     @property
     def venv_python(self) -> str:
         return os.path.join(self.venv_bin, "python")
+
+    @property
+    def venv_cfg(self) -> str:
+        return os.path.join(self.venv, "pyvenv.cfg")
 
     @property
     def venv_mpirun(self) -> str:
@@ -131,6 +136,16 @@ class InstallTree:
 
     def staging(self, step: str = "") -> str:
         return self.state_path("staging", step) if step else self.state_path("staging")
+
+    @property
+    def model_steps_tmp(self) -> str:
+        """Where model steps write new files before renaming them into place."""
+        return self.state_path("model-steps.tmp")
+
+    @property
+    def scratch(self) -> List[str]:
+        """Leftovers of an interrupted apply inside the state directory that no later step reads."""
+        return [self.staging(), self.uv_cache, self.work]
 
     @property
     def work(self) -> str:

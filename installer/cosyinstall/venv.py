@@ -1,7 +1,9 @@
 """The virtual environment: created by the bundled uv from the target CPython, filled offline.
 
+`Uv` is the one runner of uv on the box (the venv step and the models' wheels both use it).
 uv runs with a scrubbed environment (no index, config or proxy settings from the shell) and
 with its cache on the same disk as --to, because the system disk of a rented box is small.
+A full disk reported in uv's output is the same DiskFull as one seen by cosyinstall itself.
 """
 
 from __future__ import annotations
@@ -11,30 +13,18 @@ import os
 import subprocess
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
-from cosyinstall.extract import disk_full
-from cosyinstall.plan import canonical_name
+from cosyinstall.errors import ArtifactRejected, DiskFull, EnvironmentUnsuitable, says_disk_full
+from cosyinstall.install_plan import canonical_name
 from cosyinstall.progress import NullReporter, Reporter
+from cosyinstall.tree import InstallTree
 
-__all__ = [
-    "Uv",
-    "uv_env",
-    "create_venv",
-    "install_requirements",
-    "venv_python",
-    "venv_version",
-    "installed_dists",
-]
+__all__ = ["Uv", "uv_env", "venv_version", "installed_dists"]
 
 
-def venv_python(venv: str) -> str:
-    return os.path.join(venv, "bin", "python")
-
-
-def venv_version(venv: str) -> Optional[str]:
-    """'3.10.13' from pyvenv.cfg, or None if the venv is missing or unreadable."""
+def venv_version(tree: InstallTree) -> Optional[str]:
+    """'3.10.13' from the venv's pyvenv.cfg, or None if the venv is missing or unreadable."""
     try:
-        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as handle:
+        with open(tree.venv_cfg, encoding="utf-8") as handle:
             for line in handle:
                 key, _, value = line.partition("=")
                 if key.strip() in ("version_info", "version"):
@@ -44,10 +34,10 @@ def venv_version(venv: str) -> Optional[str]:
     return None
 
 
-def installed_dists(venv: str) -> Dict[str, str]:
+def installed_dists(tree: InstallTree) -> Dict[str, str]:
     """canonical name -> version of every distribution in the venv's site-packages."""
     found: Dict[str, str] = {}
-    for info in glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.dist-info")):
+    for info in glob.glob(os.path.join(tree.venv_lib, "python*", "site-packages", "*.dist-info")):
         base = os.path.basename(info)[: -len(".dist-info")]
         name, _, version = base.rpartition("-")
         found[canonical_name(name)] = version
@@ -80,35 +70,44 @@ class Uv:
         self.reporter = reporter or NullReporter()
         self.keep_fds = tuple(keep_fds)
 
-    def run(self, args: List[str], what: str) -> None:
+    def run(self, args: List[str], what: str, fail: bool = True) -> str:
+        """Run uv offline; "" on success, else its last lines (or raise, with `fail`).
+
+        uv's whole output goes to the install log; a full disk raises DiskFull either way.
+        """
         argv = [self.exe] + args
         reporter = self.reporter
         reporter.info("%s: %s" % (what, " ".join(argv)))
+        os.makedirs(self.cache_dir, exist_ok=True)
         try:
             proc = subprocess.run(argv, env=uv_env(self.cache_dir), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, pass_fds=self.keep_fds)
         except OSError as exc:
             raise EnvironmentUnsuitable("cannot run %s (%s)" % (self.exe, exc.strerror or exc),
-                                        "the bundle's uv is built for linux x86_64")
+                                        "the bundle's uv is built for linux x86_64; run apply again to restore it"
+                                        ) from None
         output = proc.stdout.decode("utf-8", "replace").strip()
         if output and reporter.log is not None:
             reporter.log.write(output + "\n")
             reporter.log.flush()
-        if proc.returncode != 0:
-            last = [line for line in output.splitlines() if line.strip()][-3:]
-            detail = " / ".join(line.strip() for line in last) or "no output"
-            if "No space left" in output or "Disk quota exceeded" in output:
-                raise disk_full(self.cache, during=what)
-            raise ArtifactRejected("%s failed (uv exit %d): %s" % (what, proc.returncode, detail),
-                                   "see .cosyinstall/install.log for uv's full output")
+        if proc.returncode == 0:
+            return ""
+        if says_disk_full(output):
+            raise DiskFull(self.cache_dir, during=what)
+        last = [line for line in output.splitlines() if line.strip()][-3:]
+        detail = " / ".join(line.strip() for line in last) or "no output"
+        if not fail:
+            return detail
+        raise ArtifactRejected("%s failed (uv exit %d): %s" % (what, proc.returncode, detail),
+                               "see .cosyinstall/install.log for uv's full output")
 
-    def create_venv(self, python: str, venv: str) -> None:
-        self.run(["venv", "--quiet", "--python", python, venv], "creating the venv")
+    def create_venv(self, python: str, tree: InstallTree) -> None:
+        self.run(["venv", "--quiet", "--python", python, tree.venv], "creating the venv")
 
-    def install(self, venv: str, wheels: str, requirements: Optional[str], files: Sequence[str] = (),
+    def install(self, tree: InstallTree, wheels: str, requirements: Optional[str], files: Sequence[str] = (),
                 require_hashes: bool = True) -> None:
         """Install offline from the wheels folder: a requirements file, or the given wheel files."""
-        args = ["pip", "install", "--python", venv_python(venv), "--no-index", "--find-links", wheels, "--no-build"]
+        args = ["pip", "install", "--python", tree.venv_python, "--no-index", "--find-links", wheels, "--no-build"]
         if require_hashes:
             args.append("--require-hashes")
         if requirements is not None:
@@ -116,16 +115,20 @@ class Uv:
         args += list(files)
         self.run(args, "installing packages")
 
-    def uninstall(self, venv: str, names: Sequence[str]) -> None:
+    def install_exact(self, tree: InstallTree, requirements: str, reinstall: Sequence[str] = ()) -> None:
+        """Install exactly the hash-pinned files a requirements file names, without their dependencies."""
+        # --no-deps: a model wheel's dependencies belong in the bundle's locked package set, which
+        # is already installed; with them unlisted here, --require-hashes would refuse the wheel.
+        args = ["pip", "install", "--python", tree.venv_python, "--no-index", "--require-hashes", "--no-deps",
+                "--requirement", requirements]
+        for name in reinstall:
+            args += ["--reinstall-package", name]
+        self.run(args, "installing the model wheels")
+
+    def check(self, tree: InstallTree) -> str:
+        """uv pip check: "" when the venv is consistent, else what uv reports."""
+        return self.run(["pip", "check", "--python", tree.venv_python], "checking the venv", fail=False)
+
+    def uninstall(self, tree: InstallTree, names: Sequence[str]) -> None:
         if names:
-            self.run(["pip", "uninstall", "--python", venv_python(venv)] + list(names), "removing packages")
-
-
-def create_venv(uv: str, python: str, venv: str, cache_dir: str, reporter: Optional[Reporter] = None) -> None:
-    Uv(uv, cache_dir, reporter).create_venv(python, venv)
-
-
-def install_requirements(
-    uv: str, venv: str, wheels: str, requirements: str, cache_dir: str, reporter: Optional[Reporter] = None
-) -> None:
-    Uv(uv, cache_dir, reporter).install(venv, wheels, requirements)
+            self.run(["pip", "uninstall", "--python", tree.venv_python] + list(names), "removing packages")

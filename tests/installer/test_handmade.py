@@ -207,7 +207,7 @@ def test_the_target_is_inferred_from_the_wheels() -> None:
 
 @needs_7z
 def test_a_box_without_unzip_is_told_how_slow_deflate64_will_be(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cosyinstall.sources as sources
+    import cosyinstall.opened_bundle as sources
     from cosyinstall.progress import NullReporter
 
     src = tmp_path / "src" / "pretrained_models" / "m"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cosyinstall.bundle import find_uploads, scan_uploads, verify_uploads
+from cosyinstall.uploads import find_uploads, scan_uploads, verify_uploads
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.sums import SumEntry, format_sums, parse_sums
 
@@ -86,7 +86,7 @@ def test_empty_folder_says_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_verified_upload_is_not_hashed_again_while_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cosyinstall.bundle as bundle
+    import cosyinstall.uploads as bundle
 
     _upload(tmp_path, "cosyinstall.pyz", b"pyz")
     _upload(tmp_path, "offline_packages.zip", b"zip")

@@ -11,11 +11,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from cosyinstall.artifact import ArtifactManifest, FileEntry
+from cosyinstall.artifact import APP_PREFIX, ArtifactManifest, FileEntry
 
 __all__ = [
     "STEPS",
-    "APP_PREFIX",
     "Item",
     "FilePlan",
     "app_items",
@@ -29,7 +28,6 @@ __all__ = [
 ]
 
 STEPS = ("app", "venv", "models")
-APP_PREFIX = "app/"
 
 
 @dataclass(frozen=True)

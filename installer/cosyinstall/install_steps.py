@@ -2,13 +2,13 @@
 
 Staging extracts every changed file into .cosyinstall/staging/<step> through the verified
 copy; nothing in <to> changes until every step has staged. Committing publishes the staged
-files with os.replace, builds or updates the venv with uv, runs the models' own steps, and
-records the step in the journal only when it is complete.
+files with os.replace, builds or updates the venv with uv, runs the models' own steps
+(model_steps.py), and records the step in the journal only when it is complete. Which files
+to write, keep or remove is decided by install_plan.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import stat
@@ -17,24 +17,21 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cosyinstall import installed as inst
-from cosyinstall.artifact import FileEntry
-from cosyinstall.bundle import PACKAGES_ZIP
-from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
-from cosyinstall.extract import is_disk_full, publish, remove_paths, rmtree, set_mode, stage_items
-from cosyinstall.journal import ApplyLock, StateDir
-from cosyinstall.plan import STEPS, FilePlan, Item, app_items, dropped_packages, installed_map, model_items, plan_files
+from cosyinstall.artifact import PACKAGES_ZIP, REQUIREMENTS_REL, SUMS_NAME, UV_REL, WHEELS_DIR, ArtifactManifest, FileEntry
+from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable, is_disk_full
+from cosyinstall.extract import publish, remove_paths, rmtree, set_mode, stage_items
+from cosyinstall.install_plan import STEPS, FilePlan, Item, app_items, dropped_packages, installed_map, model_items, plan_files
+from cosyinstall.journal import ApplyLock, Journal
+from cosyinstall.model_steps import apply_model_steps
+from cosyinstall.opened_bundle import Bundle, PackagesSource
 from cosyinstall.preflight import Finding
 from cosyinstall.probe import PythonFound
 from cosyinstall.progress import Reporter
-from cosyinstall.sources import REQUIREMENTS_REL, UV_REL, WHEELS_DIR, Bundle, PackagesSource
 from cosyinstall.streams import hash_file
-from cosyinstall.sums import SUMS_NAME
-from cosyinstall.venv import Uv, installed_dists, venv_python, venv_version
+from cosyinstall.tree import InstallTree
+from cosyinstall.venv import Uv, installed_dists, venv_version
 
-__all__ = ["Run", "todo", "install", "after_failure", "uv_row", "SCRATCH"]
-
-# Leftovers of an interrupted run inside .cosyinstall that no later step reads.
-SCRATCH = ("staging", "uv-cache", "work")
+__all__ = ["Run", "todo", "install", "after_failure", "uv_row"]
 
 
 @dataclass
@@ -47,25 +44,27 @@ class Staged:
 class Run:
     """Everything one apply under the lock needs."""
 
-    def __init__(self, to: str, state: StateDir, bundle: Bundle, reporter: Reporter,
+    def __init__(self, tree: InstallTree, bundle: Bundle, reporter: Reporter,
                  python: Optional[PythonFound], lock: ApplyLock) -> None:
-        self.to = to
-        self.state = state
+        self.tree = tree
+        self.state = Journal(tree)
         self.bundle = bundle
         self.reporter = reporter
         self.python = python
         self.lock = lock
-        self.cache = state.path("uv-cache")
-        self.models_root = os.path.join(self.to, inst.MODELS_DIR)
+
+    def uv(self, exe: str) -> Uv:
+        """A runner of `exe` that keeps the apply lock held while uv runs."""
+        return Uv(exe, self.tree.uv_cache, self.reporter, keep_fds=[self.lock.fileno()])
 
 
-def todo(bundle: Bundle, state: StateDir) -> List[Tuple[str, str]]:
+def todo(bundle: Bundle, state: Journal) -> List[Tuple[str, str]]:
     """(step, digest) for every step whose installed state differs from the bundle's."""
     steps: List[Tuple[str, str]] = []
     if bundle.packages is None:
         if state.step_done("venv") is None:
             raise ArtifactRejected(
-                "%s is not in the upload folder and nothing is installed in %s yet" % (PACKAGES_ZIP, state.to),
+                "%s is not in the upload folder and nothing is installed in %s yet" % (PACKAGES_ZIP, state.tree.root),
                 "upload it with %s" % SUMS_NAME,
             )
     else:
@@ -85,15 +84,15 @@ def install(run: Run, ran: List[str]) -> None:
     uploads.update(run.bundle.verified)
     data["uploads"] = uploads
     state.save(data)
-    for name in SCRATCH:
-        rmtree(state.path(name))
+    for path in run.tree.scratch:
+        rmtree(path)
     # Another apply may have finished while we waited for the lock.
     steps = todo(run.bundle, state)
     for step in STEPS:
         if step not in dict(steps):
             state.discard_pending(step)
     if not steps:
-        reporter.info("Nothing to do: %s already holds exactly these artifacts." % run.to)
+        reporter.info("Nothing to do: %s already holds exactly these artifacts." % run.tree.root)
         return
     staged: Dict[str, Staged] = {}
     for step, digest in steps:
@@ -109,27 +108,27 @@ def install(run: Run, ran: List[str]) -> None:
         reporter.info("step %s: done" % step)
     if "venv" in ran and "models" not in ran:
         _rerun_model_steps(run)
-    for name in SCRATCH:
-        rmtree(state.path(name))
+    for path in run.tree.scratch:
+        rmtree(path)
 
 
 def after_failure(run: Run, fresh: bool, existed: bool) -> bool:
     """Remove what a failed apply wrote; returns whether an earlier install is still in place."""
-    state = run.state
-    for name in SCRATCH:
-        _quiet(rmtree, state.path(name))
+    state, tree = run.state, run.tree
+    for path in tree.scratch:
+        _quiet(rmtree, path)
     if state.pending("venv") is not None:
         # uv stopped half-way: a venv in an unknown state is worse than none.
-        _quiet(rmtree, inst.venv_dir(run.to))
+        _quiet(rmtree, tree.venv)
     if fresh and not state.steps():
         # A first install that failed: leave --to as it was found.
-        for step, root in (("app", run.to), ("models", run.models_root)):
+        for step, root in (("app", tree.app), ("models", tree.models)):
             _quiet(remove_paths, root, state.pending(step) or [])
-        for name in (inst.MODELS_DIR, inst.VENV_DIR):
-            _quiet(rmtree, os.path.join(run.to, name))
-        _quiet(rmtree, state.root)
+        for path in (tree.models, tree.venv):
+            _quiet(rmtree, path)
+        _quiet(rmtree, tree.state)
         if not existed:
-            _quiet(rmtree, run.to)
+            _quiet(rmtree, tree.root)
         return False
     return bool(state.steps())
 
@@ -141,7 +140,7 @@ def _quiet(fn: Callable[..., Any], *args: Any) -> None:
         pass
 
 
-def _uv_sources(source: PackagesSource, state: StateDir) -> List[Tuple[str, str]]:
+def _uv_sources(source: PackagesSource, tree: InstallTree) -> List[Tuple[str, str]]:
     """Where a uv for the venv step can come from, best first: (description, path or '')."""
     found = []
     if source.has(UV_REL):
@@ -149,7 +148,7 @@ def _uv_sources(source: PackagesSource, state: StateDir) -> List[Tuple[str, str]
     wheel = source.uv_wheel_rel()
     if wheel:
         found.append(("from %s in %s" % (os.path.basename(wheel), source.label), ""))
-    kept = inst.uv_path(state)
+    kept = tree.bundled_uv
     if os.path.isfile(kept) and os.access(kept, os.X_OK):
         found.append(("kept by the last install at %s" % kept, kept))
     on_path = shutil.which("uv")
@@ -158,8 +157,8 @@ def _uv_sources(source: PackagesSource, state: StateDir) -> List[Tuple[str, str]
     return found
 
 
-def uv_row(source: PackagesSource, state: StateDir) -> Finding:
-    found = _uv_sources(source, state)
+def uv_row(source: PackagesSource, tree: InstallTree) -> Finding:
+    found = _uv_sources(source, tree)
     if found:
         return Finding("uv", True, found[0][0])
     return Finding(
@@ -195,7 +194,7 @@ def _stage_files(run: Run, step: str, reader: Any, items: List[Item], installed:
     size, digest = _on_disk(root)
     old_paths = [i.rel for i in installed] + (pending or [])
     plan = plan_files(items, installed_map(installed), size, digest, pending is not None, old_paths)
-    staging = run.state.path("staging", step)
+    staging = run.tree.staging(step)
     rmtree(staging)
     written = stage_items(reader, plan.write, staging, run.reporter)
     return Staged(plan, written, staging)
@@ -204,21 +203,21 @@ def _stage_files(run: Run, step: str, reader: Any, items: List[Item], installed:
 def _stage_app(run: Run) -> Staged:
     source = run.bundle.packages
     assert source is not None
-    old = inst.installed_manifest(run.state, "packages")
-    return _stage_files(run, "app", source.reader, source.app_items(), app_items(old), run.to)
+    old = inst.installed_manifest(run.tree, "packages")
+    return _stage_files(run, "app", source.reader, source.app_items(), app_items(old), run.tree.app)
 
 
 def _stage_models(run: Run) -> Staged:
     source = run.bundle.models
     assert source is not None
-    old = inst.installed_manifest(run.state, "models")
-    return _stage_files(run, "models", source.reader, source.items(), model_items(old), run.models_root)
+    old = inst.installed_manifest(run.tree, "models")
+    return _stage_files(run, "models", source.reader, source.items(), model_items(old), run.tree.models)
 
 
 def _stage_venv(run: Run) -> Staged:
     source = run.bundle.packages
     assert source is not None
-    staging = run.state.path("staging", "venv")
+    staging = run.tree.staging("venv")
     rmtree(staging)
     items = source.venv_items()
     written = stage_items(source.reader, items, staging, run.reporter)
@@ -262,18 +261,18 @@ def _publish_files(run: Run, step: str, staged: Staged, root: str) -> None:
 def _commit_app(run: Run, staged: Staged, digest: str) -> None:
     source = run.bundle.packages
     assert source is not None and source.manifest is not None
-    _publish_files(run, "app", staged, run.to)
-    inst.write_manifest(run.state, "packages", source.manifest)
+    _publish_files(run, "app", staged, run.tree.app)
+    inst.write_manifest(run.tree, "packages", source.manifest)
     run.state.finish("app", digest)
 
 
 def _commit_models(run: Run, staged: Staged, digest: str) -> None:
     source = run.bundle.models
     assert source is not None
-    _publish_files(run, "models", staged, run.models_root)
+    _publish_files(run, "models", staged, run.tree.models)
     kept = [FileEntry(i.rel, i.size, i.sha256 or "", i.executable) for i in staged.plan.keep]
     manifest = source.record(staged.written + kept)
-    inst.write_manifest(run.state, "models", manifest)
+    inst.write_manifest(run.tree, "models", manifest)
     _run_model_steps(run, manifest)
     run.state.finish("models", digest)
 
@@ -284,95 +283,84 @@ def _find_uv(run: Run, staging: str) -> str:
         return staged
     source = run.bundle.packages
     assert source is not None
-    for _description, path in _uv_sources(source, run.state):
+    for _description, path in _uv_sources(source, run.tree):
         if path:
             return path
-    row = uv_row(source, run.state)
+    row = uv_row(source, run.tree)
     raise EnvironmentUnsuitable(row.detail, row.hint)
 
 
 def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     source = run.bundle.packages
     assert source is not None
-    state, reporter = run.state, run.reporter
+    state, reporter, tree = run.state, run.reporter, run.tree
     python = run.python
     if python is None:
         raise EnvironmentUnsuitable("no CPython found to build the venv from", "pass one with --python")
-    venv = inst.venv_dir(run.to)
-    record = inst.venv_record(state)
-    version = venv_version(venv)
+    record = inst.venv_record(tree)
+    version = venv_version(tree)
     rebuild = (
         state.pending("venv") is not None or record is None or source.handmade or bool(record.get("handmade"))
         or version is None or ".".join(version.split(".")[:2]) != python.minor
-        or not os.path.exists(venv_python(venv))
+        or not os.path.exists(tree.venv_python)
     )
     uv_exe = _find_uv(run, staged.staging)
-    uv = Uv(uv_exe, run.cache, reporter, keep_fds=[run.lock.fileno()])
+    uv = run.uv(uv_exe)
     state.begin("venv", [])
     if rebuild:
-        reporter.info("venv: building %s from CPython %s" % (venv, ".".join(map(str, python.version))))
-        rmtree(venv)
-        uv.create_venv(python.path, venv)
+        reporter.info("venv: building %s from CPython %s" % (tree.venv, ".".join(map(str, python.version))))
+        rmtree(tree.venv)
+        uv.create_venv(python.path, tree)
     else:
-        gone = dropped_packages((record or {}).get("packages", []), source.packages())
+        gone = dropped_packages((record or {}).get("packages", []), [p.to_json() for p in source.packages()])
         if gone:
-            uv.uninstall(venv, gone)
+            uv.uninstall(tree, gone)
     wheels = os.path.join(staged.staging, WHEELS_DIR)
     if source.handmade:
         requirements = os.path.join(staged.staging, REQUIREMENTS_REL) if source.has(REQUIREMENTS_REL) else None
         uv_wheel = source.uv_wheel_rel()
         files = [] if requirements else [os.path.join(staged.staging, r) for r in source.wheel_rels() if r != uv_wheel]
-        uv.install(venv, wheels, requirements, files, require_hashes=False)
-        packages = [{"name": n, "version": v} for n, v in sorted(installed_dists(venv).items())]
+        uv.install(tree, wheels, requirements, files, require_hashes=False)
+        packages = [{"name": n, "version": v} for n, v in sorted(installed_dists(tree).items())]
     else:
-        uv.install(venv, wheels, os.path.join(staged.staging, REQUIREMENTS_REL))
-        packages = [{"name": p.get("name"), "version": p.get("version")} for p in source.packages()]
+        uv.install(tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL))
+        packages = [{"name": p.name, "version": p.version} for p in source.packages()]
     if uv_exe == os.path.join(staged.staging, UV_REL):
         # Kept for later steps (models carry wheels) and for the user: the box has no other uv.
-        os.makedirs(os.path.dirname(inst.uv_path(state)), exist_ok=True)
-        os.replace(uv_exe, inst.uv_path(state))
-    inst.write_venv_record(state, {
+        os.makedirs(os.path.dirname(tree.bundled_uv), exist_ok=True)
+        os.replace(uv_exe, tree.bundled_uv)
+    inst.write_venv_record(tree, {
         "packages": packages,
         "python": ".".join(map(str, python.version)),
         "handmade": source.handmade,
         "source": source.label,
     })
     if source.manifest is not None:
-        inst.write_manifest(state, "packages", source.manifest)
+        inst.write_manifest(tree, "packages", source.manifest)
     rmtree(staged.staging)
-    rmtree(run.cache)
+    rmtree(tree.uv_cache)
     state.finish("venv", digest)
 
 
-# -- per-model steps (modelsteps.py, when present) ------------------------------------------
+# -- per-model steps (model_steps.py) -------------------------------------------------------
 
 
-def _model_steps_hook() -> Optional[Callable[..., Any]]:
-    # Guarded by find_spec, not by catching ImportError, so a bug inside the module still shows.
-    if importlib.util.find_spec("cosyinstall.modelsteps") is None:
-        return None
-    from cosyinstall import modelsteps  # type: ignore[attr-defined]
-
-    return getattr(modelsteps, "apply_model_steps", None)
-
-
-def _run_model_steps(run: Run, manifest: Any) -> None:
-    hook = _model_steps_hook()
-    venv = inst.venv_dir(run.to)
-    if hook is None or not os.path.exists(venv_python(venv)):
+def _run_model_steps(run: Run, manifest: ArtifactManifest) -> None:
+    tree = run.tree
+    if not os.path.exists(tree.venv_python):
         return
-    uv = inst.uv_path(run.state)
+    uv = tree.bundled_uv
     if not os.path.isfile(uv):
         uv = shutil.which("uv") or uv
-    hook(run.to, manifest, venv, uv, run.cache, run.reporter)
-    rmtree(run.cache)
+    apply_model_steps(tree, manifest, run.uv(uv), run.reporter)
+    rmtree(tree.uv_cache)
 
 
 def _rerun_model_steps(run: Run) -> None:
     """A rebuilt or changed venv loses the wheels the models carry: install them again."""
     digest = run.state.step_done("models")
-    manifest = inst.installed_manifest(run.state, "models")
-    if digest is None or manifest is None or _model_steps_hook() is None:
+    manifest = inst.installed_manifest(run.tree, "models")
+    if digest is None or manifest is None:
         return
     # Un-recorded while it runs: a crash here makes the next apply redo the models step.
     run.state.mark("models", None)

@@ -1,4 +1,4 @@
-"""cosyinstall.modelsteps on a real venv: model-carried wheels installed and archives unpacked, offline."""
+"""cosyinstall.model_steps on a real venv: model-carried wheels installed and archives unpacked, offline."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from typing import Dict, Optional
 import pytest
 
 from cosyinstall.errors import ArtifactRejected
-from cosyinstall.modelsteps import STATE_NAME, apply_model_steps
+from cosyinstall.model_steps import apply_model_steps
+from cosyinstall.tree import InstallTree
+from cosyinstall.venv import Uv
 from cosyinstall.progress import NullReporter
 from cosyinstall.zipwrite import Member, write_artifact
 from support import REPO, find_python, offline, run
@@ -127,12 +129,14 @@ def apply_offline(to: Path, manifest_file: Path) -> subprocess.CompletedProcess:
     script = (
         "import sys; sys.path.insert(0, %r)\n"
         "from cosyinstall.artifact import ArtifactManifest\n"
-        "from cosyinstall.modelsteps import apply_model_steps\n"
+        "from cosyinstall.model_steps import apply_model_steps\n"
         "from cosyinstall.progress import Reporter\n"
+        "from cosyinstall.tree import InstallTree\n"
+        "from cosyinstall.venv import Uv\n"
         "m = ArtifactManifest.from_bytes(open(%r, 'rb').read())\n"
-        "apply_model_steps(%r, m, %r, %r, %r, Reporter())\n"
-    ) % (str(REPO / "installer"), str(manifest_file), str(to), str(to / ".venv"), uv_bin(),
-         str(to / ".cosyinstall" / "uv-cache"))
+        "tree = InstallTree(%r)\n"
+        "apply_model_steps(tree, m, Uv(%r, tree.uv_cache), Reporter())\n"
+    ) % (str(REPO / "installer"), str(manifest_file), str(to), uv_bin())
     (to.parent / "steps.py").write_text(script, encoding="utf-8")
     return run(offline("%s %s" % (python, to.parent / "steps.py")))
 
@@ -173,15 +177,15 @@ def test_wheels_install_and_archive_unpacks_offline_and_a_second_run_changes_not
 def test_a_new_archive_replaces_what_the_old_one_unpacked(tmp_path: Path, to: Path) -> None:
     old = Bundle(tmp_path / "old", RESOURCE)
     old.extract(to)
-    apply_model_steps(str(to), old.manifest, str(to / ".venv"), uv_bin(), str(tmp_path / "uvc"), NullReporter())
+    apply_model_steps(InstallTree(str(to)), old.manifest, Uv(uv_bin(), str(tmp_path / "uvc")), NullReporter())
     new = Bundle(tmp_path / "new", {"resource/dict.txt": b"more words\n", "resource/new.txt": b"n\n"})
     new.extract(to)
-    apply_model_steps(str(to), new.manifest, str(to / ".venv"), uv_bin(), str(tmp_path / "uvc"), NullReporter())
+    apply_model_steps(InstallTree(str(to)), new.manifest, Uv(uv_bin(), str(tmp_path / "uvc")), NullReporter())
     model_dir = to / "pretrained_models" / MODEL
     assert (model_dir / "resource/dict.txt").read_bytes() == b"more words\n"
     assert (model_dir / "resource/new.txt").exists()
     assert not (model_dir / "resource/readme.txt").exists() and not (model_dir / "resource/bin").exists()
-    state = json.loads((to / ".cosyinstall" / STATE_NAME).read_text())
+    state = json.loads(Path(InstallTree(str(to)).model_steps_record).read_text())
     assert sorted(state["archives"]["%s/resource.zip" % MODEL]["files"]) == [
         "%s/resource/dict.txt" % MODEL, "%s/resource/new.txt" % MODEL]
 
@@ -195,7 +199,7 @@ def test_duplicates_are_recreated_from_the_member_that_holds_their_content(tmp_p
         {"name": "Other", "steps": {"unzip": ["resource.zip"]}}]}
     bundle = Bundle(tmp_path / "b", RESOURCE, extra_meta=meta)
     bundle.extract(to)
-    apply_model_steps(str(to), bundle.manifest, str(to / ".venv"), uv_bin(), str(tmp_path / "uvc"), NullReporter())
+    apply_model_steps(InstallTree(str(to)), bundle.manifest, Uv(uv_bin(), str(tmp_path / "uvc")), NullReporter())
     other = to / "pretrained_models" / "Other"
     assert (other / "resource.zip").read_bytes() == (to / "pretrained_models" / MODEL / "resource.zip").read_bytes()
     assert (other / "resource/dict.txt").read_bytes() == b"words\n"
@@ -210,7 +214,7 @@ def test_unsafe_archives_are_refused_naming_the_member(tmp_path: Path, to: Path,
     bundle = Bundle(tmp_path, members, modes=modes)
     bundle.extract(to)
     with pytest.raises(ArtifactRejected) as err:
-        apply_model_steps(str(to), bundle.manifest, str(to / ".venv"), uv_bin(), str(tmp_path / "uvc"), NullReporter())
+        apply_model_steps(InstallTree(str(to)), bundle.manifest, Uv(uv_bin(), str(tmp_path / "uvc")), NullReporter())
     assert err.value.exit_code == 3 and words in str(err.value) and "resource.zip" in str(err.value)
     assert not (tmp_path / "evil.txt").exists() and not (to / "pretrained_models" / "evil.txt").exists()
 
@@ -223,7 +227,7 @@ def test_a_wheel_whose_bytes_differ_from_the_manifest_is_refused(tmp_path: Path,
     data[-30] ^= 0x01
     wheel.write_bytes(bytes(data))
     with pytest.raises(ArtifactRejected) as err:
-        apply_model_steps(str(to), bundle.manifest, str(to / ".venv"), uv_bin(), str(tmp_path / "uvc"), NullReporter())
+        apply_model_steps(InstallTree(str(to)), bundle.manifest, Uv(uv_bin(), str(tmp_path / "uvc")), NullReporter())
     assert err.value.exit_code == 3 and "model wheels" in str(err.value)
     assert run([str(to / ".venv/bin/python"), "-c", "import ttsfrd"]).returncode != 0
 
@@ -231,15 +235,15 @@ def test_a_wheel_whose_bytes_differ_from_the_manifest_is_refused(tmp_path: Path,
 def test_a_run_killed_inside_uv_is_repaired_by_the_next(tmp_path: Path, to: Path) -> None:
     bundle = Bundle(tmp_path, RESOURCE)
     bundle.extract(to)
-    apply_model_steps(str(to), bundle.manifest, str(to / ".venv"), uv_bin(), str(tmp_path / "uvc"), NullReporter())
+    apply_model_steps(InstallTree(str(to)), bundle.manifest, Uv(uv_bin(), str(tmp_path / "uvc")), NullReporter())
     # What a SIGKILL inside uv can leave: the dist-info written, a module not; the flag still set.
     module = next((to / ".venv" / "lib").glob("python*/site-packages/ttsfrd/__init__.py"))
     module.unlink()
-    state_file = to / ".cosyinstall" / STATE_NAME
+    state_file = Path(InstallTree(str(to)).model_steps_record)
     state_file.write_text(json.dumps(dict(json.loads(state_file.read_text()), **{"wheels-pending": True})))
     (to / ".cosyinstall" / "model-steps.tmp").mkdir()
     (to / ".cosyinstall" / "model-steps.tmp" / "file.half").write_bytes(b"half")
-    apply_model_steps(str(to), bundle.manifest, str(to / ".venv"), uv_bin(), str(tmp_path / "uvc"), NullReporter())
+    apply_model_steps(InstallTree(str(to)), bundle.manifest, Uv(uv_bin(), str(tmp_path / "uvc")), NullReporter())
     assert module.exists()
     assert "wheels-pending" not in json.loads(state_file.read_text())
     assert not (to / ".cosyinstall" / "model-steps.tmp").exists()

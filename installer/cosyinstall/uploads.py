@@ -11,18 +11,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from cosyinstall.artifact import KIND_OF, MODELS_ZIP, PACKAGES_ZIP, PYZ_NAME, SUMS_NAME
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.handmade import HandmadeReader
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.streams import hash_file
-from cosyinstall.sums import SUMS_NAME, SumEntry, read_sums
+from cosyinstall.sums import SumEntry, read_sums
 from cosyinstall.zipread import ArtifactReader, has_manifest, open_zip
 
 __all__ = [
-    "PACKAGES_ZIP",
-    "MODELS_ZIP",
-    "PYZ_NAME",
-    "KIND_OF",
     "Upload",
     "Reader",
     "scan_uploads",
@@ -33,10 +30,6 @@ __all__ = [
     "stat_key",
 ]
 
-PACKAGES_ZIP = "offline_packages.zip"
-MODELS_ZIP = "pretrained_models.zip"
-PYZ_NAME = "cosyinstall.pyz"
-KIND_OF = {PACKAGES_ZIP: "packages", MODELS_ZIP: "models"}
 Reader = Union[ArtifactReader, HandmadeReader]
 
 

@@ -11,25 +11,22 @@ import os
 import shutil
 from typing import Any, Dict, List, Optional
 
-from cosyinstall.artifact import ArtifactManifest, FileEntry
-from cosyinstall.bundle import KIND_OF, PACKAGES_ZIP, Reader, open_reader, scan_uploads, verify_upload
+from cosyinstall.artifact import (KIND_OF, PACKAGES_ZIP, REQUIREMENTS_REL, SUMS_NAME, UV_REL, WHEELS_DIR, ArtifactManifest,
+                                  FileEntry, PackageRecord)
+from cosyinstall.uploads import Reader, open_reader, scan_uploads, verify_upload
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.handmade import HandmadeReader, wheel_name_version
-from cosyinstall.names import RESERVED_TOP
-from cosyinstall.plan import Item, app_items, model_items, step_digest, venv_items
+from cosyinstall.install_plan import Item, app_items, model_items, step_digest, venv_items
 from cosyinstall.preflight import Finding
 from cosyinstall.progress import Reporter, human_bytes
-from cosyinstall.sums import SUMS_NAME
+from cosyinstall.tree import RESERVED_TOP
 from cosyinstall.zipraw import deflate64_bytes
 
-__all__ = ["Bundle", "PackagesSource", "ModelsSource", "artifact_failure", "UV_REL", "REQUIREMENTS_REL", "WHEELS_DIR"]
+__all__ = ["Bundle", "PackagesSource", "ModelsSource", "artifact_failure"]
 
-UV_REL = "uv/uv"
 # Above this much Deflate64 data, a box without unzip is told how long the pure decoder takes.
 SLOW_DEFLATE64 = 256 * 1024 * 1024
 PYTHON_DEFLATE64_RATE = 4 * 1024 * 1024  # bytes/s of inflate64.py on one core, measured
-REQUIREMENTS_REL = "requirements.txt"
-WHEELS_DIR = "wheels"
 
 
 class _Source:
@@ -124,12 +121,11 @@ class PackagesSource(_Source):
             return dict(self.manifest.target)
         return self.reader.target()  # type: ignore[union-attr]
 
-    def packages(self) -> List[Dict[str, Any]]:
-        """name/version of every locked package (empty for a hand-made zip: unknown until installed)."""
+    def packages(self) -> List[PackageRecord]:
+        """Every locked package (empty for a hand-made zip: unknown until installed)."""
         if self.manifest is None:
             return []
-        raw = self.manifest.meta.get("packages", [])
-        return [p for p in raw if isinstance(p, dict)] if isinstance(raw, list) else []
+        return list(self.manifest.packages_meta().packages)
 
     def need_bytes(self, step: str) -> int:
         if step == "app":

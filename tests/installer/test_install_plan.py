@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from cosyinstall.artifact import ArtifactManifest, FileEntry
-from cosyinstall.plan import (
+from cosyinstall.install_plan import (
     Item,
     app_items,
     canonical_name,
