@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cosyinstall", description="Verify, install and start a cosy-offline bundle with no network.")
     parser.add_argument("--version", action="version", version="cosyinstall " + __version__)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--to", default=DEFAULT_TO, help="install root, the app's source tree (default: %(default)s)")
     common.add_argument("--debug", action="store_true", help="show a traceback on errors")
     common.add_argument("--quiet", "-q", action="store_true", help="print only warnings and the result")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
 from cosyinstall.errors import EnvironmentUnsuitable
 from cosyinstall.tree import InstallTree
@@ -146,7 +146,7 @@ class ApplyLock:
         self.tree = tree
         self.wait = wait
         self.on_wait = on_wait
-        self.handle = None
+        self.handle: Optional[IO[str]] = None
 
     def fileno(self) -> int:
         assert self.handle is not None

@@ -52,7 +52,7 @@ def apply_model_steps(tree: InstallTree, models_manifest: ArtifactManifest, uv: 
     os.makedirs(tree.state, exist_ok=True)
     tmp = tree.model_steps_tmp
     if os.path.isdir(root) and os.stat(root).st_dev != os.stat(tree.state).st_dev:
-        tmp = os.path.join(root, "." + os.path.basename(tmp))
+        tmp = tree.model_steps_tmp_in_models
     rmtree(tmp)
     os.makedirs(tmp)
     try:

@@ -143,6 +143,11 @@ class InstallTree:
         return self.state_path("model-steps.tmp")
 
     @property
+    def model_steps_tmp_in_models(self) -> str:
+        """model_steps_tmp for a pretrained_models/ on another filesystem (a rename cannot cross one)."""
+        return os.path.join(self.models, ".model-steps.tmp")
+
+    @property
     def scratch(self) -> List[str]:
         """Leftovers of an interrupted apply inside the state directory that no later step reads."""
         return [self.staging(), self.uv_cache, self.work]
