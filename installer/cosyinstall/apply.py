@@ -44,7 +44,6 @@ class Outcome:
     ran: List[str] = field(default_factory=list)
     findings: List[Finding] = field(default_factory=list)
     url: Optional[str] = None
-    already_running: bool = False
 
 
 # -- preflight -----------------------------------------------------------------------------

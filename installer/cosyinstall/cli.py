@@ -84,14 +84,18 @@ def _spec(to: str):
 
 
 def _start(to: str, args: argparse.Namespace, reporter, restart: bool = False) -> str:
-    from cosyinstall import server
+    from cosyinstall.server_start import start_server
+    from cosyinstall.server_stop import stop_server
+    from cosyinstall.server_wait import wait_ready
+    from cosyinstall.tree import InstallTree
 
     spec = _spec(to)
     port = args.port if getattr(args, "port", None) else spec.port
+    tree = InstallTree(to)
     if restart:
-        server.stop_server(to)
-    server.start_server(to, spec, launcher=args.launcher, port=port, reporter=reporter)
-    server.wait_ready(to, spec, port=port, reporter=reporter)
+        stop_server(tree)
+    start_server(tree, spec, launcher=args.launcher, port=port, reporter=reporter)
+    wait_ready(tree, spec, port=port, reporter=reporter)
     return "http://127.0.0.1:%d%s" % (port, spec.health_path)
 
 
@@ -160,22 +164,24 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    from cosyinstall import server
+    from cosyinstall.server_stop import stop_server
+    from cosyinstall.tree import InstallTree
 
-    was = server.stop_server(args.to, grace=args.grace)
+    was = stop_server(InstallTree(args.to), grace=args.grace)
     print("server stopped" if was else "server was not running")
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from cosyinstall import server
+    from cosyinstall.server_status import server_status
+    from cosyinstall.tree import InstallTree
 
     spec = None
     try:
         spec = _spec(args.to)
     except CosyError:
         pass
-    info = server.server_status(args.to, spec)
+    info = server_status(InstallTree(args.to), spec)
     if args.json:
         print(json.dumps(info, sort_keys=True))
     else:
@@ -185,12 +191,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from cosyinstall import server
+    from cosyinstall.server_log import follow_log, tail_log
+    from cosyinstall.tree import InstallTree
 
     if args.follow:
-        server.follow_log(args.to, sys.stdout)
+        follow_log(InstallTree(args.to), sys.stdout)
     else:
-        for line in server.tail_log(args.to, args.lines):
+        for line in tail_log(InstallTree(args.to), args.lines):
             print(line)
     return 0
 
