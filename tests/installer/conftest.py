@@ -17,7 +17,8 @@ if INSTALLER_DIR not in sys.path:
     sys.path.insert(0, INSTALLER_DIR)
 
 from cosyinstall.artifact import ServerSpec  # noqa: E402
-from cosyinstall.server import STATE_DIR, stop_server  # noqa: E402
+from cosyinstall.server_stop import stop_server  # noqa: E402
+from cosyinstall.tree import InstallTree  # noqa: E402
 
 TARGET_PYTHON = "3.10"
 
@@ -143,10 +144,17 @@ def mpi_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def to(mpi_root: Path) -> Iterator[Path]:
     """The shared install tree with fresh state; whatever a test started is stopped after it."""
-    stop_server(str(mpi_root), grace=2.0)
-    shutil.rmtree(str(mpi_root / STATE_DIR), ignore_errors=True)
+    tree = InstallTree(str(mpi_root))
+    stop_server(tree, grace=2.0)
+    shutil.rmtree(tree.state, ignore_errors=True)
     yield mpi_root
-    stop_server(str(mpi_root), grace=2.0)
+    stop_server(tree, grace=2.0)
+
+
+@pytest.fixture
+def tree(to: Path) -> InstallTree:
+    """The shared install tree of `to`, as the server functions take it."""
+    return InstallTree(str(to))
 
 
 def _app_spec(mode: str, port: int, launcher: str = "mpirun", **timeouts: float) -> ServerSpec:

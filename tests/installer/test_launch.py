@@ -10,8 +10,9 @@ import pytest
 from cosyinstall.artifact import ServerSpec
 from cosyinstall.errors import EnvironmentUnsuitable, UsageError
 from cosyinstall.launch import find_mpirun, launch_argv, launch_env
+from cosyinstall.tree import InstallTree
 
-TO = "/srv/cosy"
+TREE = InstallTree("/srv/cosy")
 SPEC = ServerSpec(command=("python", "fast_server.py", "--port", "{port}"), launcher="mpirun", port=6008)
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin",
@@ -24,7 +25,7 @@ BASE_ENV = {
 
 
 def test_mpirun_argv_uses_venv_mpirun_and_spec_port() -> None:
-    argv, _ = launch_argv(SPEC, TO, environ=BASE_ENV)
+    argv, _ = launch_argv(SPEC, TREE, environ=BASE_ENV)
     assert argv == [
         "/srv/cosy/.venv/bin/mpirun",
         "-n",
@@ -40,35 +41,35 @@ def test_mpirun_argv_uses_venv_mpirun_and_spec_port() -> None:
 
 
 def test_port_given_at_start_reaches_the_command() -> None:
-    argv, _ = launch_argv(SPEC, TO, port=7001, environ=BASE_ENV)
+    argv, _ = launch_argv(SPEC, TREE, port=7001, environ=BASE_ENV)
     assert argv[-2:] == ["--port", "7001"]
 
 
 def test_direct_launcher_is_the_bare_command() -> None:
-    argv, _ = launch_argv(SPEC, TO, launcher="direct", port=7002, environ=BASE_ENV)
+    argv, _ = launch_argv(SPEC, TREE, launcher="direct", port=7002, environ=BASE_ENV)
     assert argv == ["python", "fast_server.py", "--port", "7002"]
     direct_spec = ServerSpec(command=("python", "x.py"), launcher="direct")
-    assert launch_argv(direct_spec, TO, environ=BASE_ENV)[0] == ["python", "x.py"]
+    assert launch_argv(direct_spec, TREE, environ=BASE_ENV)[0] == ["python", "x.py"]
     # An explicit launcher beats the spec's.
-    assert launch_argv(direct_spec, TO, launcher="mpirun", environ=BASE_ENV)[0][0] == "/srv/cosy/.venv/bin/mpirun"
+    assert launch_argv(direct_spec, TREE, launcher="mpirun", environ=BASE_ENV)[0][0] == "/srv/cosy/.venv/bin/mpirun"
 
 
 def test_system_mpirun_replaces_the_venv_one() -> None:
-    argv, _ = launch_argv(SPEC, TO, environ=BASE_ENV, system_mpirun="/usr/bin/mpirun")
+    argv, _ = launch_argv(SPEC, TREE, environ=BASE_ENV, system_mpirun="/usr/bin/mpirun")
     assert argv[0] == "/usr/bin/mpirun"
     assert argv[1:6] == ["-n", "1", "--allow-run-as-root", "--bind-to", "none"]
 
 
 def test_unknown_launcher_is_a_usage_error() -> None:
     with pytest.raises(UsageError) as info:
-        launch_argv(SPEC, TO, launcher="srun", environ=BASE_ENV)
+        launch_argv(SPEC, TREE, launcher="srun", environ=BASE_ENV)
     assert info.value.exit_code == 2
     assert "srun" in str(info.value)
 
 
 def test_environment_puts_the_venv_first_and_drops_what_breaks_it() -> None:
     original = dict(BASE_ENV)
-    _, env = launch_argv(SPEC, TO, environ=BASE_ENV)
+    _, env = launch_argv(SPEC, TREE, environ=BASE_ENV)
     assert BASE_ENV == original, "the caller's mapping must not be changed"
     assert env["PATH"] == "/srv/cosy/.venv/bin:/usr/local/bin:/usr/bin"
     assert env["VIRTUAL_ENV"] == "/srv/cosy/.venv"
@@ -83,14 +84,14 @@ def test_environment_puts_the_venv_first_and_drops_what_breaks_it() -> None:
 
 def test_environment_leaves_no_empty_path_entries() -> None:
     # An empty entry would mean the current directory on PATH or on the loader path.
-    env = launch_env(TO, {"PATH": "/usr/bin::/srv/cosy/.venv/bin:"})
+    env = launch_env(TREE, {"PATH": "/usr/bin::/srv/cosy/.venv/bin:"})
     assert env["PATH"] == "/srv/cosy/.venv/bin:/usr/bin"
     assert env["LD_LIBRARY_PATH"] == "/srv/cosy/.venv/lib"
 
 
 def test_direct_launcher_gets_the_same_environment() -> None:
-    _, env_direct = launch_argv(SPEC, TO, launcher="direct", environ=BASE_ENV)
-    _, env_mpi = launch_argv(SPEC, TO, launcher="mpirun", environ=BASE_ENV)
+    _, env_direct = launch_argv(SPEC, TREE, launcher="direct", environ=BASE_ENV)
+    _, env_mpi = launch_argv(SPEC, TREE, launcher="mpirun", environ=BASE_ENV)
     assert env_direct == env_mpi
 
 
@@ -105,21 +106,21 @@ def test_find_mpirun_prefers_the_venv(tmp_path) -> None:
     to = str(tmp_path / "to")
     _fake_exe(os.path.join(to, ".venv", "bin", "mpirun"))
     _fake_exe(str(tmp_path / "sys" / "mpirun"))
-    assert find_mpirun(to, {"PATH": str(tmp_path / "sys")}) == os.path.join(to, ".venv", "bin", "mpirun")
+    assert find_mpirun(InstallTree(to), {"PATH": str(tmp_path / "sys")}) == os.path.join(to, ".venv", "bin", "mpirun")
 
 
 def test_find_mpirun_falls_back_to_path(tmp_path) -> None:
     to = str(tmp_path / "to")
     os.makedirs(os.path.join(to, ".venv", "bin"))
     _fake_exe(str(tmp_path / "sys" / "mpirun"))
-    assert find_mpirun(to, {"PATH": str(tmp_path / "sys")}) == str(tmp_path / "sys" / "mpirun")
+    assert find_mpirun(InstallTree(to), {"PATH": str(tmp_path / "sys")}) == str(tmp_path / "sys" / "mpirun")
 
 
 def test_no_mpirun_anywhere_is_environment_unsuitable(tmp_path) -> None:
     to = str(tmp_path / "to")
     os.makedirs(os.path.join(to, ".venv", "bin"))
     with pytest.raises(EnvironmentUnsuitable) as info:
-        find_mpirun(to, {"PATH": str(tmp_path / "empty")})
+        find_mpirun(InstallTree(to), {"PATH": str(tmp_path / "empty")})
     text = str(info.value)
     assert info.value.exit_code == 4
     assert os.path.join(to, ".venv", "bin", "mpirun") in text

@@ -17,6 +17,7 @@ from cosyinstall.readiness import (
     Readiness,
     describe_status,
 )
+from cosyinstall.tree import InstallTree
 
 PORT = 6008
 
@@ -31,7 +32,7 @@ def make(**kw) -> Readiness:
         silence_timeout=30.0,
         no_port_grace=20.0,
         pid=4242,
-        log_path="/srv/cosy/.cosyinstall/server.log",
+        log_path=InstallTree("/srv/cosy").server_log,
         launcher="mpirun",
     )
     args.update(kw)

@@ -23,17 +23,13 @@ from cosyinstall.errors import EnvironmentUnsuitable, NotReady
 from cosyinstall.health import LogTail, http_status, port_in_use, port_open, who_holds_port
 from cosyinstall.procs import session_processes
 from cosyinstall.progress import Reporter
-from cosyinstall.server import (
-    follow_log,
-    log_path,
-    pid_path,
-    read_record,
-    server_status,
-    start_server,
-    stop_server,
-    tail_log,
-    wait_ready,
-)
+from cosyinstall.server_log import follow_log, tail_log
+from cosyinstall.server_record import read_record
+from cosyinstall.server_start import start_server
+from cosyinstall.server_status import server_status
+from cosyinstall.server_stop import stop_server
+from cosyinstall.server_wait import wait_ready
+from cosyinstall.tree import InstallTree
 
 INSTALLER_DIR = str(Path(__file__).resolve().parents[2] / "installer")
 
@@ -78,17 +74,17 @@ def _reporter() -> Reporter:
 
 
 @pytest.mark.mpi
-def test_good_server_becomes_ready_under_mpirun_and_stops_cleanly(to, port, app_spec) -> None:
+def test_good_server_becomes_ready_under_mpirun_and_stops_cleanly(tree, port, app_spec) -> None:
     spec = app_spec("good", port)
     rep = _reporter()
-    pid = start_server(str(to), spec, reporter=rep)
-    record = read_record(str(to))
+    pid = start_server(tree, spec, reporter=rep)
+    record = read_record(tree)
     assert record is not None and record["pid"] == pid and record["port"] == port
-    assert record["launcher"] == "mpirun" and record["argv"][0] == str(to / ".venv" / "bin" / "mpirun")
+    assert record["launcher"] == "mpirun" and record["argv"][0] == tree.venv_mpirun
     assert record["pgid"] == pid and record["ready"] is None
 
-    wait_ready(str(to), spec, reporter=rep, poll=0.2, no_port_grace=10.0)
-    assert read_record(str(to))["ready"] is not None
+    wait_ready(tree, spec, reporter=rep, poll=0.2, no_port_grace=10.0)
+    assert read_record(tree)["ready"] is not None
     assert "ready on http://127.0.0.1:%d/" % port in rep.stream.getvalue()
 
     # The app really runs under mpirun, in the launcher's session but its own process group.
@@ -100,59 +96,59 @@ def test_good_server_becomes_ready_under_mpirun_and_stops_cleanly(to, port, app_
     with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=5) as resp:
         assert resp.status == 200 and resp.read() == b"ok"
 
-    status = server_status(str(to), spec)
+    status = server_status(tree, spec)
     assert status["running"] is True and status["ready"] is True
     assert status["pid"] == pid and status["port"] == port
-    assert 0 <= status["uptime"] < 120 and status["log"] == log_path(str(to))
+    assert 0 <= status["uptime"] < 120 and status["log"] == tree.server_log
 
     # A second start finds it running and starts nothing.
-    assert start_server(str(to), spec, reporter=rep) == pid
+    assert start_server(tree, spec, reporter=rep) == pid
     assert "already running" in rep.stream.getvalue()
     assert session_processes(pid) == members
     # Asked for another port, it still finds the running one and judges it by its real port.
-    assert start_server(str(to), spec, port=port + 1, reporter=rep) == pid
+    assert start_server(tree, spec, port=port + 1, reporter=rep) == pid
     assert "not %d" % (port + 1) in rep.stream.getvalue()
-    wait_ready(str(to), spec, port=port + 1, reporter=rep, poll=0.2, no_port_grace=1.0)
+    wait_ready(tree, spec, port=port + 1, reporter=rep, poll=0.2, no_port_grace=1.0)
     assert session_processes(pid) == members
 
-    log = "\n".join(tail_log(str(to), 50))
+    log = "\n".join(tail_log(tree, 50))
     assert "start with launcher mpirun on port %d" % port in log and "booting good" in log
 
-    assert stop_server(str(to), grace=5.0) is True
+    assert stop_server(tree, grace=5.0) is True
     _assert_nothing_left(pid)
     for member in members:
         assert not _alive(member)
-    assert not os.path.exists(pid_path(str(to)))
+    assert not os.path.exists(tree.server_pid)
     assert not port_in_use(port)
-    assert server_status(str(to), spec)["running"] is False
-    assert stop_server(str(to)) is False
+    assert server_status(tree, spec)["running"] is False
+    assert stop_server(tree) is False
 
 
 @pytest.mark.mpi
-def test_direct_launcher_also_starts_the_app(to, port, app_spec) -> None:
+def test_direct_launcher_also_starts_the_app(tree, port, app_spec) -> None:
     spec = app_spec("good", port, launcher="direct")
-    pid = start_server(str(to), spec)
-    wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
+    pid = start_server(tree, spec)
+    wait_ready(tree, spec, poll=0.2, no_port_grace=10.0)
     assert _app_pids(pid, "good") == [pid], "with no launcher the app itself leads the session"
-    assert stop_server(str(to), grace=5.0) is True
+    assert stop_server(tree, grace=5.0) is True
     _assert_nothing_left(pid)
 
 
 @pytest.mark.mpi
-def test_stop_kills_an_app_that_ignores_sigterm(to, port, app_spec) -> None:
+def test_stop_kills_an_app_that_ignores_sigterm(tree, port, app_spec) -> None:
     spec = app_spec("stubborn", port)
-    pid = start_server(str(to), spec)
-    wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
-    assert stop_server(str(to), grace=1.5) is True
+    pid = start_server(tree, spec)
+    wait_ready(tree, spec, poll=0.2, no_port_grace=10.0)
+    assert stop_server(tree, grace=1.5) is True
     _assert_nothing_left(pid)
     assert not port_in_use(port)
 
 
 @pytest.mark.mpi
-def test_stop_finds_an_app_orphaned_by_a_dead_mpirun(to, port, app_spec) -> None:
+def test_stop_finds_an_app_orphaned_by_a_dead_mpirun(tree, port, app_spec) -> None:
     spec = app_spec("stubborn", port)
-    pid = start_server(str(to), spec)
-    wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
+    pid = start_server(tree, spec)
+    wait_ready(tree, spec, poll=0.2, no_port_grace=10.0)
     app = _app_pids(pid, "stubborn")
     assert len(app) == 1 and app[0] != pid
     # mpirun dies without forwarding anything; its app lives on in another process group.
@@ -161,11 +157,11 @@ def test_stop_finds_an_app_orphaned_by_a_dead_mpirun(to, port, app_spec) -> None
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid) and _alive(app[0])
-    status = server_status(str(to), spec)
+    status = server_status(tree, spec)
     assert status["running"] is False and status["stale_pid_file"] is True
     assert status["leftovers"] == app
     began = time.monotonic()
-    assert stop_server(str(to), grace=1.5) is True
+    assert stop_server(tree, grace=1.5) is True
     # The app ignores SIGTERM: only the SIGKILL after the grace period ends it.
     assert 1.5 <= time.monotonic() - began < 8.0
     assert not _alive(app[0])
@@ -174,27 +170,27 @@ def test_stop_finds_an_app_orphaned_by_a_dead_mpirun(to, port, app_spec) -> None
 
 
 @pytest.mark.mpi
-def test_exit_at_start_is_not_ready_with_its_status(to, port, app_spec) -> None:
+def test_exit_at_start_is_not_ready_with_its_status(tree, port, app_spec) -> None:
     spec = app_spec("exit", port, ready_timeout=20.0, silence_timeout=10.0)
     began = time.monotonic()
-    pid = start_server(str(to), spec)
+    pid = start_server(tree, spec)
     with pytest.raises(NotReady) as info:
-        wait_ready(str(to), spec, poll=0.2, no_port_grace=5.0)
+        wait_ready(tree, spec, poll=0.2, no_port_grace=5.0)
     assert time.monotonic() - began < 10.0, "an exit must be noticed at once, not after a timeout"
     text = str(info.value)
     assert info.value.exit_code == 5
     assert "exited with status 3" in text and "pid %d" % pid in text and str(port) in text
     assert "boom" in text and "\n" not in text
     _assert_nothing_left(pid)
-    assert not os.path.exists(pid_path(str(to)))
-    assert "not ready (exited)" in "\n".join(tail_log(str(to), 5))
+    assert not os.path.exists(tree.server_pid)
+    assert "not ready (exited)" in "\n".join(tail_log(tree, 5))
 
 
 @pytest.mark.mpi
-def test_silent_hang_is_reported_with_the_launcher_hint(to, port, app_spec) -> None:
+def test_silent_hang_is_reported_with_the_launcher_hint(tree, port, app_spec) -> None:
     spec = app_spec("hang", port, ready_timeout=30.0, silence_timeout=2.0)
     began = time.monotonic()
-    pid = start_server(str(to), spec)
+    pid = start_server(tree, spec)
     members = []
     deadline = time.monotonic() + 5
     while not members and time.monotonic() < deadline:
@@ -202,7 +198,7 @@ def test_silent_hang_is_reported_with_the_launcher_hint(to, port, app_spec) -> N
         time.sleep(0.1)
     assert members, "the hanging app never started under mpirun"
     with pytest.raises(NotReady) as info:
-        wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
+        wait_ready(tree, spec, poll=0.2, no_port_grace=10.0)
     elapsed = time.monotonic() - began
     assert 2.0 <= elapsed < 15.0
     text = str(info.value)
@@ -215,12 +211,12 @@ def test_silent_hang_is_reported_with_the_launcher_hint(to, port, app_spec) -> N
 
 
 @pytest.mark.mpi
-def test_ready_line_without_port_is_not_ready(to, port, app_spec) -> None:
+def test_ready_line_without_port_is_not_ready(tree, port, app_spec) -> None:
     spec = app_spec("noport", port, ready_timeout=30.0, silence_timeout=30.0)
     began = time.monotonic()
-    pid = start_server(str(to), spec)
+    pid = start_server(tree, spec)
     with pytest.raises(NotReady) as info:
-        wait_ready(str(to), spec, poll=0.2, no_port_grace=2.0)
+        wait_ready(tree, spec, poll=0.2, no_port_grace=2.0)
     assert time.monotonic() - began < 15.0
     text = str(info.value)
     assert info.value.exit_code == 5
@@ -229,40 +225,43 @@ def test_ready_line_without_port_is_not_ready(to, port, app_spec) -> None:
 
 
 @pytest.mark.mpi
-def test_taken_port_refuses_to_start_and_names_the_holder(to, port, app_spec) -> None:
+def test_taken_port_refuses_to_start_and_names_the_holder(tree, port, app_spec) -> None:
     holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     holder.bind(("0.0.0.0", port))
     holder.listen(1)
     try:
         with pytest.raises(EnvironmentUnsuitable) as info:
-            start_server(str(to), app_spec("good", port))
+            start_server(tree, app_spec("good", port))
     finally:
         holder.close()
     text = str(info.value)
     assert info.value.exit_code == 4
     assert "port %d" % port in text and "pid %d" % os.getpid() in text
-    assert not os.path.exists(pid_path(str(to)))
+    assert not os.path.exists(tree.server_pid)
     # Nothing was launched: not even a start marker in the log.
-    assert "start with launcher" not in "\n".join(tail_log(str(to), 50))
+    assert "start with launcher" not in "\n".join(tail_log(tree, 50))
 
 
 @pytest.mark.mpi
-def test_server_outlives_the_process_that_started_it(to, port, app_spec) -> None:
+def test_server_outlives_the_process_that_started_it(tree, port, app_spec) -> None:
     spec = app_spec("good", port)
     starter = textwrap.dedent(
         """
         import json, sys
         from cosyinstall.artifact import ServerSpec
-        from cosyinstall.server import start_server, wait_ready
+        from cosyinstall.server_start import start_server
+        from cosyinstall.server_wait import wait_ready
+        from cosyinstall.tree import InstallTree
         spec = ServerSpec.from_dict(json.loads(sys.argv[2]))
-        pid = start_server(sys.argv[1], spec)
-        wait_ready(sys.argv[1], spec, poll=0.2, no_port_grace=10.0)
+        tree = InstallTree(sys.argv[1])
+        pid = start_server(tree, spec)
+        wait_ready(tree, spec, poll=0.2, no_port_grace=10.0)
         print(pid)
         """
     )
     env = dict(os.environ, PYTHONPATH=INSTALLER_DIR)
     done = subprocess.run(
-        [sys.executable, "-c", starter, str(to), json.dumps(spec.to_dict())],
+        [sys.executable, "-c", starter, tree.root, json.dumps(spec.to_dict())],
         env=env,
         capture_output=True,
         text=True,
@@ -274,9 +273,9 @@ def test_server_outlives_the_process_that_started_it(to, port, app_spec) -> None
     time.sleep(0.5)
     assert _alive(pid)
     assert http_status(port, "/") == 200
-    status = server_status(str(to), spec)
+    status = server_status(tree, spec)
     assert status["running"] and status["ready"] and status["pid"] == pid
-    assert stop_server(str(to), grace=5.0) is True
+    assert stop_server(tree, grace=5.0) is True
     deadline = time.monotonic() + 5
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -284,16 +283,16 @@ def test_server_outlives_the_process_that_started_it(to, port, app_spec) -> None
 
 
 @pytest.mark.mpi
-def test_stale_pid_file_does_not_block_a_start(to, port, app_spec) -> None:
-    os.makedirs(os.path.dirname(pid_path(str(to))), exist_ok=True)
-    with open(pid_path(str(to)), "w") as fh:
+def test_stale_pid_file_does_not_block_a_start(tree, port, app_spec) -> None:
+    os.makedirs(os.path.dirname(tree.server_pid), exist_ok=True)
+    with open(tree.server_pid, "w") as fh:
         json.dump({"pid": 2 ** 22 + 7, "pgid": 2 ** 22 + 7, "port": port, "started": 0}, fh)
-    assert server_status(str(to))["running"] is False
+    assert server_status(tree)["running"] is False
     spec = app_spec("good", port)
-    pid = start_server(str(to), spec)
+    pid = start_server(tree, spec)
     assert pid != 2 ** 22 + 7
-    wait_ready(str(to), spec, poll=0.2, no_port_grace=10.0)
-    assert stop_server(str(to), grace=5.0)
+    wait_ready(tree, spec, poll=0.2, no_port_grace=10.0)
+    assert stop_server(tree, grace=5.0)
     _assert_nothing_left(pid)
 
 
@@ -360,12 +359,12 @@ def test_log_tail_reads_only_new_text_and_keeps_split_characters(tmp_path) -> No
 
 
 def test_tail_and_follow_log(tmp_path) -> None:
-    to = str(tmp_path)
-    os.makedirs(os.path.dirname(log_path(to)))
-    with open(log_path(to), "w") as fh:
+    tree = InstallTree(str(tmp_path))
+    os.makedirs(tree.state)
+    with open(tree.server_log, "w") as fh:
         fh.write("".join("line %d\n" % i for i in range(1000)))
-    assert tail_log(to, 3) == ["line 997", "line 998", "line 999"]
-    assert tail_log(str(tmp_path / "nowhere"), 3) == []
+    assert tail_log(tree, 3) == ["line 997", "line 998", "line 999"]
+    assert tail_log(InstallTree(str(tmp_path / "nowhere")), 3) == []
 
     out = io.StringIO()
     checks = {"n": 0}
@@ -373,9 +372,9 @@ def test_tail_and_follow_log(tmp_path) -> None:
     def stop() -> bool:
         checks["n"] += 1
         if checks["n"] == 2:
-            with open(log_path(to), "a") as fh:
+            with open(tree.server_log, "a") as fh:
                 fh.write("appended\n")
         return "appended" in out.getvalue() or checks["n"] > 50
 
-    follow_log(to, out, lines=2, poll=0.01, stop=stop)
+    follow_log(tree, out, lines=2, poll=0.01, stop=stop)
     assert out.getvalue() == "line 998\nline 999\nappended\n"
