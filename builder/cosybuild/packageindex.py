@@ -14,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import IO, Dict, Optional, Sequence
 
@@ -142,7 +143,7 @@ def _stream(response: IO[bytes], sink: Sink) -> None:
         raise Transient("the connection closed after %d of %d bytes" % (sink.have, sink.size))
 
 
-def _retry_after(headers: Optional[http.client.HTTPMessage]) -> Optional[float]:
+def _retry_after(headers: Optional[Message]) -> Optional[float]:
     # Only the delta-seconds form; an HTTP date is rare for file servers and backoff covers it.
     value = headers.get("Retry-After", "") if headers is not None else ""
     value = value.strip()

@@ -125,7 +125,9 @@ class HuggingFaceHub:
             url = hf_hub_url(model.repo, want.key, revision=commit, endpoint=self.endpoint)
             with self._errors(model, want.key):
                 try:
-                    http_get(url, sink, resume_size=sink.tell(), headers=headers, expected_size=want.size,
+                    # The Sink offers the part of BinaryIO that http_get uses (write, tell, seek, truncate).
+                    http_get(url, sink,  # type: ignore[arg-type]
+                             resume_size=sink.tell(), headers=headers, expected_size=want.size,
                              displayed_filename=want.label)
                 except CosyError:
                     raise
