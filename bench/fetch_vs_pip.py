@@ -37,7 +37,7 @@ for _sub in ("builder", "installer"):
         sys.path.insert(0, str(_ROOT / _sub))
 
 from cosybuild.cache import Cache  # noqa: E402
-from cosybuild.fetch import FetchItem, fetch_all  # noqa: E402
+from cosybuild.packageindex import FetchItem, fetch_all  # noqa: E402
 from cosybuild.profile import load_profile  # noqa: E402
 from cosybuild.resolve import LockedFile, locate  # noqa: E402
 from cosybuild.targettags import target_platforms  # noqa: E402

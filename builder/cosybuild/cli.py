@@ -53,22 +53,17 @@ def cli(debug: bool) -> None:
 @click.option("--only", type=click.Choice(["packages", "app", "models"]), help="Lock one section alone.")
 def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
     """Resolve MANIFEST for its target and write its lock."""
-    from cosybuild.lock import SECTIONS, read_lock, stale_sections
-    from cosybuild.locking import lock_sections
+    from cosybuild.lockcmd import lock_command
     from cosybuild.profile import load_profile
 
     profile = load_profile(manifest)
-    wanted = [only] if only else list(SECTIONS)
-    current = read_lock(profile.lock_path())
-    if current is not None and not upgrade:
-        missing, stale = stale_sections(current, profile, wanted)
-        wanted = missing + stale
-        if not wanted:
-            click.echo("%s is current; use --upgrade to re-resolve" % profile.lock_path())
-            return
-    new, path = lock_sections(profile, wanted)
-    size = sum(f.size for f in new.packages)
-    click.echo("locked %s (%s): %d packages, %s -> %s" % (profile.name, ", ".join(wanted), len(new.packages), human_bytes(size), path))
+    outcome = lock_command(profile, only, upgrade)
+    if not outcome.sections:
+        click.echo("%s is current; use --upgrade to re-resolve" % outcome.path)
+        return
+    packages = outcome.lock.packages
+    click.echo("locked %s (%s): %d packages, %s -> %s" % (profile.name, ", ".join(outcome.sections), len(packages),
+                                                         human_bytes(sum(f.size for f in packages)), outcome.path))
 
 
 @cli.command()

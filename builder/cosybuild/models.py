@@ -17,9 +17,9 @@ from cosyinstall.progress import Reporter
 from cosyinstall.zipwrite import Member
 
 from cosybuild.cache import Cache
-from cosybuild.lock import Lock
+from cosybuild.lockfile import Lock
 from cosybuild.profile import Model, Profile
-from cosybuild.sources import get_source
+from cosybuild.hubs import get_hub
 
 __all__ = ["pin_models", "model_members", "model_steps", "STEP_KEYS", "DEDUPE_MIN"]
 
@@ -65,7 +65,7 @@ def pin_models(profile: Profile) -> list[dict]:
     pins = []
     for model in profile.models:
         model_steps(profile, model)  # a typo in a step key fails the lock, not the pack
-        pins.append(get_source(model.source, profile.base_dir).pin(model))
+        pins.append(get_hub(model.source, profile.base_dir).pin(model))
     return pins
 
 
@@ -104,7 +104,7 @@ def model_members(profile: Profile, lock: Lock, cache: Cache, work: Path, report
         if pin is None:
             raise ArtifactRejected("the lock pins no model named %s" % model.name, "run cosybuild lock --only models --upgrade")
         steps = model_steps(profile, model)
-        files = get_source(model.source, profile.base_dir, cache).fetch(model, pin, cache, reporter)
+        files = get_hub(model.source, profile.base_dir, cache).fetch(model, pin, cache, reporter)
         present = {rel for rel, _path, _exe in files}
         for key, names in steps.items():
             absent = [n for n in names if n not in present]

@@ -15,13 +15,13 @@ from cosyinstall.zipwrite import write_artifact
 
 from cosybuild.appsource import export_app
 from cosybuild.cache import Cache
-from cosybuild.lock import Lock
-from cosybuild.locking import ensure_lock, sections_for
+from cosybuild.lockfile import Lock
+from cosybuild.lockcmd import ensure_lock, sections_for
 from cosybuild.models import model_members
 from cosybuild.packages import file_member, package_members
 from cosybuild.profile import Profile
 from cosybuild.pyz import build_pyz
-from cosybuild.tree import walk_tree
+from cosybuild.dirwalk import walk_tree
 
 __all__ = ["PackResult", "pack", "ONLY"]
 

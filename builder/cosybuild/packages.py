@@ -11,8 +11,8 @@ from cosyinstall.progress import Reporter
 from cosyinstall.zipwrite import Member
 
 from cosybuild.cache import Cache
-from cosybuild.fetch import FetchItem, fetch_all
-from cosybuild.lock import Lock
+from cosybuild.packageindex import FetchItem, fetch_all
+from cosybuild.lockfile import Lock
 from cosybuild.profile import Profile
 from cosybuild.resolve import LockedFile, choose_file, compile_pylock, locate, locked_file, resolve
 from cosybuild.sdists import BuiltWheel, build_sdists

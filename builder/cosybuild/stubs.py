@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["StubError", "read_pyproject", "stub_index", "check_stubs", "stub_from_uv_output", "build_requires"]
+__all__ = ["StubError", "read_pyproject", "stub_index", "check_stubs", "stub_from_uv_output"]
 
 TIMEOUT = 60.0
 _STUB_NAMES = ("wheel-stub", "wheel_stub")
@@ -98,12 +98,6 @@ def stub_index(pyproject: Mapping[str, Any] | None) -> str | None:
         return None
     config = (pyproject.get("tool") or {}).get("wheel_stub") or {}
     return str(config.get("index_url") or "")
-
-
-def build_requires(pyproject: Mapping[str, Any] | None) -> list[str]:
-    """PEP 518 build requirements, with the legacy default when pyproject.toml names none."""
-    system = (pyproject or {}).get("build-system") or {}
-    return [str(r) for r in system.get("requires") or ["setuptools>=40.8.0", "wheel"]]
 
 
 def check_stubs(sdists: Iterable[tuple[str, str, str, str]]) -> None:

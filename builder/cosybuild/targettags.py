@@ -8,11 +8,14 @@ from functools import lru_cache
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+# The one table of the older manylinux names (PEP 600), kept by the installer, which reads them too.
+from cosyinstall.preflight import _LEGACY_MANYLINUX
+
 __all__ = ["target_platforms", "target_tags", "wheel_rank", "glibc_floor"]
 
 _MANYLINUX = re.compile(r"^([a-z0-9_]+)-manylinux_(\d+)_(\d+)$")
-# PEP 600 names of the older manylinux tags, which wheels still carry.
-_LEGACY = {(2, 17): "manylinux2014", (2, 12): "manylinux2010", (2, 5): "manylinux1"}
+# glibc floor -> the older name, which wheels still carry.
+_LEGACY = {floor: name for name, floor in _LEGACY_MANYLINUX.items()}
 
 
 def glibc_floor(platform: str) -> tuple[str, tuple[int, int]] | None:

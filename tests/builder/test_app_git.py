@@ -12,7 +12,7 @@ import pytest
 
 from cosybuild.appsource import export_app, pin_app
 from cosybuild.profile import load_profile
-from cosybuild.tree import walk_tree
+from cosybuild.dirwalk import walk_tree
 from support import cosybuild, find_python, offline, one_sentence, pyz, run
 
 GIT_ID = ("-c", "user.name=cosy test", "-c", "user.email=cosy@example.invalid", "-c", "protocol.file.allow=always",

@@ -1,4 +1,5 @@
-"""cosybuild.fetch and cosybuild.cache against a loopback HTTP server that the tests control."""
+"""The download engine through the package-index transport (cosybuild.packageindex), and cosybuild.cache,
+against a loopback HTTP server that the tests control."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from cosybuild import fetch as fetch_mod
+from cosybuild import download
 from cosybuild.cache import Cache, default_cache_root
-from cosybuild.fetch import FetchError, FetchItem, fetch_all
+from cosybuild.packageindex import FetchItem, fetch_all
+from cosybuild.transfererror import TransferError
 from cosyinstall.errors import ArtifactRejected, CosyError
 from cosyinstall.progress import NullReporter, Reporter
 
@@ -141,7 +143,7 @@ def cache(tmp_path: Path) -> Cache:
 @pytest.fixture(autouse=True)
 def _fast_and_direct(monkeypatch: pytest.MonkeyPatch) -> None:
     # No real waiting between retries, and no developer proxy between us and 127.0.0.1.
-    monkeypatch.setattr(fetch_mod, "BACKOFF", 0.0)
+    monkeypatch.setattr(download, "BACKOFF", 0.0)
     for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
         monkeypatch.delenv(var.upper(), raising=False)
@@ -307,9 +309,9 @@ def test_duplicate_items_download_once(server: FileServer, cache: Cache) -> None
     assert server.ranges("dup.whl") == [None]
 
 
-def test_404_raises_fetch_error_naming_the_file(server: FileServer, cache: Cache) -> None:
+def test_404_raises_transfer_error_naming_the_file(server: FileServer, cache: Cache) -> None:
     item = FetchItem("gone-1.0-py3-none-any.whl", 10, "0" * 64, server.base + "/files/gone.whl")
-    with pytest.raises(FetchError) as info:
+    with pytest.raises(TransferError) as info:
         fetch_all([item], cache, NullReporter())
     assert isinstance(info.value, CosyError) and info.value.exit_code == 3
     assert "gone-1.0-py3-none-any.whl" in str(info.value) and "404" in str(info.value)
@@ -325,9 +327,9 @@ def test_5xx_is_retried(server: FileServer, cache: Cache) -> None:
     assert_cached(cache, item, data, paths)
 
 
-def test_retries_exhausted_raise_fetch_error(server: FileServer, cache: Cache) -> None:
+def test_retries_exhausted_raise_transfer_error(server: FileServer, cache: Cache) -> None:
     item = server.add("down.whl", blob(MB, 13), fail_first=(99, 502))
-    with pytest.raises(FetchError, match="down.whl") as info:
+    with pytest.raises(TransferError, match="down.whl") as info:
         fetch_all([item], cache, NullReporter(), retries=2)
     assert "502" in str(info.value) and "3 attempts" in str(info.value)
     assert len(server.ranges("down.whl")) == 3
@@ -340,7 +342,7 @@ def test_connection_refused_is_retried_then_fails(cache: Cache) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     item = FetchItem("nowhere.whl", 1, "1" * 64, "http://127.0.0.1:%d/nowhere.whl" % port)
-    with pytest.raises(FetchError, match="nowhere.whl") as info:
+    with pytest.raises(TransferError, match="nowhere.whl") as info:
         fetch_all([item], cache, NullReporter(), retries=1)
     assert info.value.exit_code == 3 and "2 attempts" in str(info.value)
 
@@ -349,7 +351,7 @@ def test_one_failure_cancels_the_rest(server: FileServer, cache: Cache) -> None:
     missing = FetchItem("missing.whl", 10, "2" * 64, server.base + "/files/missing.whl")
     slow = [server.add("slow%d.whl" % i, blob(4 * MB, 30 + i), delay=0.02) for i in range(4)]
     started = time.monotonic()
-    with pytest.raises(FetchError, match="missing.whl"):
+    with pytest.raises(TransferError, match="missing.whl"):
         fetch_all([missing] + slow, cache, NullReporter(), jobs=2)
     # 4 MB at 64 KiB / 20 ms is over a second per file; cancellation must not wait for all.
     assert time.monotonic() - started < 2.5
@@ -371,7 +373,7 @@ def test_file_url(tmp_path: Path, cache: Cache) -> None:
 
 def test_missing_file_url_fails_without_retry(tmp_path: Path, cache: Cache) -> None:
     item = FetchItem("absent.whl", 1, "3" * 64, (tmp_path / "absent.whl").as_uri())
-    with pytest.raises(FetchError, match="absent.whl"):
+    with pytest.raises(TransferError, match="absent.whl"):
         fetch_all([item], cache, NullReporter(), retries=50)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cosyinstall.errors import ArtifactRejected, UsageError
-from cosybuild.lock import Lock, read_lock, stale_sections, write_lock
+from cosybuild.lockfile import Lock, read_lock, stale_sections, write_lock
 from cosybuild.profile import load_profile
 from cosybuild.resolve import LockedFile
 from support import cosybuild, one_sentence

@@ -1,19 +1,24 @@
-"""`cosybuild lock`: pin packages (with the target's uv), the app commit and the models."""
+"""The `cosybuild lock` command and pack's lock check: pin sections anew, or find them current.
+
+Pinning is delegated: packages to cosybuild.packages (the target's uv), the app commit to
+cosybuild.appsource, the models to cosybuild.models; the file format is cosybuild.lockfile's.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from cosyinstall.errors import ArtifactRejected
 
 from cosybuild.appsource import pin_app
-from cosybuild.lock import SECTIONS, Lock, read_lock, stale_sections, write_lock
+from cosybuild.lockfile import SECTIONS, Lock, read_lock, stale_sections, write_lock
 from cosybuild.models import pin_models
 from cosybuild.packages import lock_packages
 from cosybuild.profile import Profile
 
-__all__ = ["lock_sections", "ensure_lock", "sections_for"]
+__all__ = ["LockOutcome", "lock_command", "lock_sections", "ensure_lock", "sections_for"]
 
 
 def sections_for(only: str | None) -> tuple[str, ...]:
@@ -58,3 +63,25 @@ def ensure_lock(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple[L
     if missing:
         lock, path = lock_sections(profile, missing)
     return lock, path, missing
+
+
+@dataclass
+class LockOutcome:
+    """What `cosybuild lock` did: the sections it pinned (none when the lock was current)."""
+
+    lock: Lock
+    path: Path
+    sections: list[str]
+
+
+def lock_command(profile: Profile, only: str | None = None, upgrade: bool = False) -> LockOutcome:
+    """Pin the missing and stale sections (`only` one of them; all asked ones with `upgrade`)."""
+    wanted = [only] if only else list(SECTIONS)
+    current = read_lock(profile.lock_path())
+    if current is not None and not upgrade:
+        missing, stale = stale_sections(current, profile, wanted)
+        wanted = missing + stale
+        if not wanted:
+            return LockOutcome(current, profile.lock_path(), [])
+    lock, path = lock_sections(profile, wanted)
+    return LockOutcome(lock, path, wanted)

@@ -2,8 +2,9 @@
 
 The client resolves the revision, lists the tree (size, and sha256 for LFS files), builds
 each file's URL and performs the HTTP transfer (endpoint, token, redirects to the CDN).
-We own the rest: the client checks only sizes and, in recent versions, throws away a
-partial file on restart, so bytes go into our cache's resumable .part and are hashed by us.
+cosybuild.download owns the rest: the client checks only sizes and, in recent versions,
+throws away a partial file on restart, so bytes go into the engine's resumable .part and are
+hashed by it; this module is the engine's Hugging Face transport.
 Files kept in git (not LFS) are listed with their git oid only; lock time downloads them
 once (they are small), checks the oid, and records their sha256, so the lock names every
 file by content and a later pack needs the Hub only for what the cache lacks.
@@ -21,12 +22,13 @@ from cosyinstall.names import check_member_name
 from cosyinstall.progress import Reporter
 
 from cosybuild.cache import Cache
-from cosybuild.fetch import FetchError
+from cosybuild.dirwalk import wanted
+from cosybuild.download import Sink, Transport, Want, download_unhashed, download_verified
+from cosybuild.hubs import RELOCK_HINT, RETRY_HINT, FetchedFile, pinned_files
 from cosybuild.profile import Model
-from cosybuild.sources import FetchedFile, pinned_files, wanted
-from cosybuild.sources.transfer import Getter, Sink, Transient, Want, download_unhashed, download_verified
+from cosybuild.transfererror import TransferError, Transient
 
-__all__ = ["HuggingFaceSource"]
+__all__ = ["HuggingFaceHub"]
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _RETRY_STATUS = {408, 425, 429}
@@ -37,7 +39,7 @@ def _status(exc: BaseException) -> Optional[int]:
     return getattr(response, "status_code", None)
 
 
-class HuggingFaceSource:
+class HuggingFaceHub:
     """A [[models]] entry with source = "huggingface"."""
 
     def __init__(self, cache: Optional[Cache] = None) -> None:
@@ -101,13 +103,13 @@ class HuggingFaceSource:
                 raise EnvironmentUnsuitable("model %s: %s refused access to %s (HTTP %s)"
                                             % (model.name, self._where(), model.repo, status),
                                             "set HF_TOKEN to a token that may read it") from None
-            raise FetchError("model %s: %s answered HTTP %s for %s" % (model.name, self._where(), status, what),
+            raise TransferError("model %s: %s answered HTTP %s for %s" % (model.name, self._where(), status, what),
                              "try again later or set HF_ENDPOINT to a mirror") from None
         except Exception as exc:  # the transport's own errors differ between client versions
-            raise FetchError("model %s: cannot reach %s for %s (%s)" % (model.name, self._where(), what, exc),
+            raise TransferError("model %s: cannot reach %s for %s (%s)" % (model.name, self._where(), what, exc),
                              "check the network or proxy, or set HF_ENDPOINT to a mirror") from None
 
-    def _getter(self, model: Model, commit: str) -> Getter:
+    def _transport(self, model: Model, commit: str) -> Transport:
         from huggingface_hub import hf_hub_url
         from huggingface_hub.file_download import http_get
         from huggingface_hub.utils import build_hf_headers, disable_progress_bars
@@ -123,7 +125,9 @@ class HuggingFaceSource:
             url = hf_hub_url(model.repo, want.key, revision=commit, endpoint=self.endpoint)
             with self._errors(model, want.key):
                 try:
-                    http_get(url, sink, resume_size=sink.tell(), headers=headers, expected_size=want.size,
+                    # The Sink offers the part of BinaryIO that http_get uses (write, tell, seek, truncate).
+                    http_get(url, sink,  # type: ignore[arg-type]
+                             resume_size=sink.tell(), headers=headers, expected_size=want.size,
                              displayed_filename=want.label)
                 except CosyError:
                     raise
@@ -136,7 +140,7 @@ class HuggingFaceSource:
                     # Connection drops and the client's size check: what we kept is resumed.
                     raise Transient(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
-        return get
+        return Transport(get, RETRY_HINT, RELOCK_HINT)
 
     # -- the protocol ---------------------------------------------------------------------
     def pin(self, model: Model) -> dict:
@@ -157,7 +161,7 @@ class HuggingFaceSource:
         if not chosen:
             raise UsageError("model %s: no file of %s at %s is left after include/exclude" % (model.name, model.repo, commit))
         cache = self.cache or Cache()
-        get = self._getter(model, commit)
+        transport = self._transport(model, commit)
         files = []
         for entry in chosen:
             check_member_name(entry.path, "Hugging Face repo %s" % model.repo)
@@ -166,7 +170,8 @@ class HuggingFaceSource:
                 files.append({"path": entry.path, "size": int(entry.lfs.size),
                               "sha256": str(entry.lfs.sha256).lower(), "lfs": True})
             else:
-                digest, _path = download_unhashed(label, entry.path, int(entry.size), get, cache, git_oid=entry.blob_id)
+                digest, _path = download_unhashed(Want(label, entry.path, int(entry.size), ""), transport, cache,
+                                                  git_oid=entry.blob_id)
                 files.append({"path": entry.path, "size": int(entry.size), "sha256": digest})
         return {"name": model.name, "source": "huggingface", "repo": model.repo, "revision": model.revision,
                 "commit": commit, "files": files}
@@ -178,13 +183,14 @@ class HuggingFaceSource:
             raise ArtifactRejected("the lock pins no commit for model %s" % model.name,
                                    "run cosybuild lock --only models --upgrade")
         wants = [Want("%s/%s" % (model.name, f["path"]), f["path"], f["size"], f["sha256"]) for f in files]
-        # The getter (and so the client) is only touched when something is missing.
+        # The client is only touched when something is missing.
         lazy: dict = {}
 
         def get(want: Want, sink: Sink) -> None:
-            if "get" not in lazy:
-                lazy["get"] = self._getter(model, commit)
-            lazy["get"](want, sink)
+            if "transport" not in lazy:
+                lazy["transport"] = self._transport(model, commit)
+            lazy["transport"].get(want, sink)
 
-        paths = download_verified(wants, get, cache, reporter, "model %s" % model.name)
+        paths = download_verified(wants, Transport(get, RETRY_HINT, RELOCK_HINT), cache, reporter,
+                                  of="model %s" % model.name, jobs=4)
         return [(f["path"], paths[f["sha256"]], False) for f in files]

@@ -1,5 +1,5 @@
-"""The lock: exact files for the target (name, version, file name, size, sha256), the app
-commit and the model pins. No URLs.
+"""The lock file's model: exact files for the target (name, version, file name, size, sha256),
+the app commit and the model pins, read from and written to JSON. No URLs.
 
 It has three sections (packages, app, models), each carrying the digest of the manifest
 inputs it was made from, so one half can be re-locked, or packed, without the other.
@@ -26,6 +26,8 @@ SECTIONS = ("packages", "app", "models")
 
 @dataclass
 class Lock:
+    """One manifest's lock; `digests` holds, per section present, the inputs digest it was made from."""
+
     manifest: str
     target: dict[str, str]
     digests: dict[str, str] = field(default_factory=dict)
@@ -33,10 +35,6 @@ class Lock:
     tools: dict[str, LockedFile] = field(default_factory=dict)
     app: dict[str, Any] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def inputs_digest(self) -> str:
-        return self.digests.get("packages", "")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"lock-version": LOCK_VERSION, "manifest": self.manifest, "target": self.target}
@@ -77,6 +75,7 @@ class Lock:
 
 
 def read_lock(path: Path) -> Lock | None:
+    """The lock at `path`, None if there is none; ArtifactRejected if it is not a valid lock."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -88,6 +87,7 @@ def read_lock(path: Path) -> Lock | None:
 
 
 def write_lock(lock: Lock, path: Path) -> None:
+    """Replace the lock at `path` atomically, in a stable (sorted, indented) form."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(lock.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Local model directories: nothing to pin, the files are hashed as they are when packed."""
+"""Local model folders: nothing to pin and nothing to transfer; the files are hashed as they are when packed."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from cosyinstall.progress import Reporter
 
 from cosybuild.cache import Cache
 from cosybuild.profile import Model
-from cosybuild.sources import FetchedFile
-from cosybuild.tree import walk_tree
+from cosybuild.dirwalk import walk_tree
+from cosybuild.hubs import FetchedFile
 
-__all__ = ["LocalSource"]
+__all__ = ["LocalFolder"]
 
 
-class LocalSource:
+class LocalFolder:
     """A [[models]] entry with source = "local": `repo` is a directory, relative to the manifest."""
 
     def __init__(self, base_dir: Path) -> None:

@@ -1,22 +1,34 @@
-"""Walk a local directory into (relative path, absolute path, executable) triples, sorted."""
+"""Local folders as sorted (relative path, absolute path, executable) triples, and the include/exclude rule.
+
+Used for the app tree and local models, which are packed as they are on disk; the hubs
+apply the same include/exclude rule (`wanted`) to their listings.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import posixpath
 import stat
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["TreeFile", "walk_tree", "SKIP_DIRS"]
+__all__ = ["TreeFile", "walk_tree", "wanted", "SKIP_DIRS"]
 
 SKIP_DIRS = {".git", "__pycache__", ".cache", ".mypy_cache", ".pytest_cache"}
 
 TreeFile = tuple[str, Path, bool]
 
 
-def _matches(rel: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(os.path.basename(rel), p) for p in patterns)
+def wanted(path: str, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> bool:
+    """The include/exclude rule: a glob matches the whole relative path or the file's base name."""
+    include, exclude = list(include), list(exclude)
+
+    def hit(patterns: list[str]) -> bool:
+        base = posixpath.basename(path)
+        return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(base, p) for p in patterns)
+
+    return (not include or hit(include)) and not (exclude and hit(exclude))
 
 
 def walk_tree(root: Path, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[TreeFile]:
@@ -30,9 +42,7 @@ def walk_tree(root: Path, include: Iterable[str] = (), exclude: Iterable[str] = 
                 continue
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
-            if include and not _matches(rel, include):
-                continue
-            if exclude and _matches(rel, exclude):
+            if not wanted(rel, include, exclude):
                 continue
             try:
                 st = full.stat()

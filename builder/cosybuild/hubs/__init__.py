@@ -1,33 +1,37 @@
-"""Model sources: the ModelSource protocol, the registry of sources, and the pin format they share.
+"""Model hubs: the ModelHub protocol, the registry of hubs, and the pin format they share.
 
 A pin (one entry of lock.models) records what a [[models]] entry resolved to:
 `{"name", "source", "repo", "revision", "commit"?, "files": [{"path", "size", "sha256", ...}]}`.
-Hub sources list every file with its sha256, so pack can fetch and check each one by content;
-`local` pins nothing and is hashed as it is at pack time.
+Hubs list every file with its sha256, so pack fetches each one through cosybuild.download
+and checks it by content; `local` pins nothing and is hashed as it is at pack time.
+Adding a hub: a module here with a class following ModelHub, a branch in `get_hub`, and
+its name in cosybuild.profile.MODEL_SOURCES.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import posixpath
 from pathlib import Path
-from typing import Iterable, Optional, Protocol
+from typing import Optional, Protocol
 
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.progress import Reporter
 
 from cosybuild.cache import Cache
+from cosybuild.dirwalk import TreeFile
 from cosybuild.profile import Model
 
-__all__ = ["ModelSource", "FetchedFile", "get_source", "wanted", "pinned_files", "SOURCES"]
+__all__ = ["ModelHub", "FetchedFile", "get_hub", "pinned_files", "RELOCK_HINT", "RETRY_HINT"]
 
 # (path inside the model directory, file on disk, executable)
-FetchedFile = tuple[str, Path, bool]
+FetchedFile = TreeFile
 
-SOURCES = ("huggingface", "modelscope", "local")
+# What the download engine tells the user about a hub file that failed or changed.
+RETRY_HINT = "check the network, proxy or HF_ENDPOINT / MODELSCOPE_ENDPOINT and run again"
+RELOCK_HINT = ("the hub serves different bytes under this name; "
+               "run cosybuild lock --only models --upgrade if the change is expected")
 
 
-class ModelSource(Protocol):
+class ModelHub(Protocol):
     """Where one kind of model repository comes from."""
 
     def pin(self, model: Model) -> dict:
@@ -37,33 +41,22 @@ class ModelSource(Protocol):
         """Make the pinned files present and verified locally; sorted by path."""
 
 
-def get_source(name: str, base_dir: Path, cache: Optional[Cache] = None) -> ModelSource:
-    """The source named in a manifest; `base_dir` anchors local paths, `cache` takes lock-time downloads."""
+def get_hub(name: str, base_dir: Path, cache: Optional[Cache] = None) -> ModelHub:
+    """The hub named by a manifest's `source`; `base_dir` anchors local paths, `cache` takes lock-time downloads."""
     # Imported here so that a manifest of local models never imports the hub clients.
     if name == "huggingface":
-        from cosybuild.sources.huggingface import HuggingFaceSource
+        from cosybuild.hubs.huggingface import HuggingFaceHub
 
-        return HuggingFaceSource(cache)
+        return HuggingFaceHub(cache)
     if name == "modelscope":
-        from cosybuild.sources.modelscope import ModelScopeSource
+        from cosybuild.hubs.modelscope import ModelScopeHub
 
-        return ModelScopeSource(cache)
+        return ModelScopeHub(cache)
     if name == "local":
-        from cosybuild.sources.local import LocalSource
+        from cosybuild.hubs.local import LocalFolder
 
-        return LocalSource(base_dir)
+        return LocalFolder(base_dir)
     raise ValueError("unknown model source %r" % name)
-
-
-def wanted(path: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
-    """The include/exclude rule: a glob matches the whole relative path or the file's base name."""
-    include, exclude = list(include), list(exclude)
-
-    def hit(patterns: list[str]) -> bool:
-        base = posixpath.basename(path)
-        return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(base, p) for p in patterns)
-
-    return (not include or hit(include)) and not (exclude and hit(exclude))
 
 
 def pinned_files(model: Model, pin: dict) -> list[dict]:

@@ -5,7 +5,8 @@ the bytes. The lock therefore records the revision together with every file's co
 size and sha256 from the listing; when pack has something to download it lists the
 revision again and refuses, naming the files, if their content moved since the lock.
 Downloads go through the client's own HTTP session (endpoint, token, cookies) with a byte
-range, into our cache's resumable .part, hashed by us.
+range: this module is the ModelScope transport of cosybuild.download, which resumes, hashes
+and caches.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from cosyinstall.names import check_member_name
 from cosyinstall.progress import Reporter
 
 from cosybuild.cache import Cache
-from cosybuild.fetch import FetchError
+from cosybuild.dirwalk import wanted
+from cosybuild.download import Sink, Transport, Want, download_unhashed, download_verified
+from cosybuild.hubs import RELOCK_HINT, RETRY_HINT, FetchedFile, pinned_files
 from cosybuild.profile import Model
-from cosybuild.sources import FetchedFile, pinned_files, wanted
-from cosybuild.sources.transfer import Sink, Transient, Want, download_unhashed, download_verified
+from cosybuild.transfererror import TransferError, Transient
 
-__all__ = ["ModelScopeSource"]
+__all__ = ["ModelScopeHub"]
 
 REPO_TYPE = "model"
 # Manifests may leave `revision` at its default ("main", Hugging Face's default branch), so
@@ -52,7 +54,7 @@ def _client():
     return HubApi(config=HubConfig())
 
 
-class ModelScopeSource:
+class ModelScopeHub:
     """A [[models]] entry with source = "modelscope"."""
 
     def __init__(self, cache: Optional[Cache] = None) -> None:
@@ -86,7 +88,7 @@ class ModelScopeSource:
                 raise UsageError("model %s: %s has no %s in ModelScope repo %s" % (model.name, self._where(), what, model.repo),
                                  "check repo and revision in the manifest") from None
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FetchError("model %s: cannot get %s of ModelScope repo %s from %s (%s)"
+            raise TransferError("model %s: cannot get %s of ModelScope repo %s from %s (%s)"
                              % (model.name, what, model.repo, self._where(), detail),
                              "check the network or proxy, or set MODELSCOPE_ENDPOINT") from None
 
@@ -116,7 +118,7 @@ class ModelScopeSource:
                 out[path] = entry
         return out
 
-    def _get(self, model: Model, revision: str):
+    def _transport(self, model: Model, revision: str) -> Transport:
         def get(want: Want, sink: Sink) -> None:
             import requests
 
@@ -145,7 +147,7 @@ class ModelScopeSource:
             if sink.tell() < want.size:
                 raise Transient("the connection closed after %d of %d bytes" % (sink.tell(), want.size))
 
-        return get
+        return Transport(get, RETRY_HINT, RELOCK_HINT)
 
     # -- the protocol ---------------------------------------------------------------------
     def pin(self, model: Model) -> dict:
@@ -164,7 +166,8 @@ class ModelScopeSource:
             digest = str(entry.get("Sha256") or "").lower()
             if len(digest) != 64:
                 # No hash in the listing: take the bytes once now and name them by content.
-                digest, _path = download_unhashed("%s/%s" % (model.name, path), path, size, self._get(model, revision), cache)
+                digest, _path = download_unhashed(Want("%s/%s" % (model.name, path), path, size, ""),
+                                                  self._transport(model, revision), cache)
             files.append({"path": path, "size": size, "sha256": digest, "commit": str(entry.get("Revision") or "")})
         return {"name": model.name, "source": "modelscope", "repo": model.repo, "revision": revision, "files": files}
 
@@ -200,5 +203,6 @@ class ModelScopeSource:
         if any(cache.get(f["sha256"], f["size"]) is None for f in files):
             self._check_listing(model, revision, files)
         wants = [Want("%s/%s" % (model.name, f["path"]), f["path"], f["size"], f["sha256"]) for f in files]
-        paths = download_verified(wants, self._get(model, revision), cache, reporter, "model %s" % model.name)
+        paths = download_verified(wants, self._transport(model, revision), cache, reporter,
+                                  of="model %s" % model.name, jobs=4)
         return [(f["path"], paths[f["sha256"]], False) for f in files]
