@@ -109,13 +109,14 @@ def verify(directory: Path) -> None:
 @click.option("--transport", type=click.Choice(["auto", "rsync", "sftp"]), default="auto", show_default=True,
               help="auto: rsync when both ends have it, else sftp.")
 @click.option("--limit", type=click.IntRange(min=1), help="Cap the rate, in KiB/s.")
+@click.option("--check-only", is_flag=True, help="Send nothing; check the files already on the box.")
 def upload(directory: Path, url: str, identity: str | None, ssh_config: str | None, ssh_option: tuple,
-           transport: str, limit: int | None) -> None:
+           transport: str, limit: int | None, check_only: bool) -> None:
     """Upload DIRECTORY to the box over ssh, resuming partial files, and check every file there."""
     from cosybuild.upload import SshOptions, upload as do_upload
 
     result = do_upload(directory, url, SshOptions(identity, ssh_config, list(ssh_option)), transport,
-                       Reporter(stream=sys.stderr), limit)
+                       Reporter(stream=sys.stderr), limit, check_only)
     for line in result.lines():
         click.echo(line)
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, List, Optional
+from typing import IO, Dict, List, Optional
 
 from cosybuild.uploadplan import (
     Action,
@@ -57,14 +57,15 @@ class UploadResult:
     next_command: str
 
     def lines(self) -> List[str]:
+        tail = ["next, on the box (%s):" % self.target.ssh_command(), "  " + self.next_command]
+        if self.transport == "check":
+            return ["every file on %s matches SHA256SUMS" % self.target.where()] + tail
         count = {kind: [a for a in self.actions if a.kind == kind] for kind in ("send", "resume", "skip")}
         sent = sum(a.size - a.offset for a in self.actions if a.kind != "skip")
         return [
             "uploaded to %s by %s: %d sent, %d resumed, %d already there (%s transferred); every file checked on arrival"
             % (self.target.where(), self.transport, len(count["send"]), len(count["resume"]), len(count["skip"]), human_bytes(sent)),
-            "next, on the box (%s):" % self.target.ssh_command(),
-            "  " + self.next_command,
-        ]
+        ] + tail
 
 
 def read_dist(dist: Path) -> List[LocalFile]:
@@ -225,11 +226,20 @@ def _checked(link: _Link, command: str, stdin: str = "") -> dict:
     return failed
 
 
+def _reject(target: Target, failed: Dict[str, str]) -> ArtifactRejected:
+    name = sorted(failed)[0]
+    more = " (and %d more)" % (len(failed) - 1) if len(failed) > 1 else ""
+    state = "is missing, though listed in" if failed[name] == "missing" else "does not match"
+    return ArtifactRejected("%s on %s %s SHA256SUMS%s" % (name, target.where(), state, more),
+                            "run the same upload again: it sends that file again")
+
+
 def upload(dist: Path, url: str, opts: SshOptions, transport: str = "auto", reporter: Optional[Reporter] = None,
-           limit: Optional[int] = None) -> UploadResult:
+           limit: Optional[int] = None, check_only: bool = False) -> UploadResult:
     """Upload every file DIST's SHA256SUMS lists, then SHA256SUMS, then check them all on the box.
 
-    `limit` caps the rate in KiB/s. Raises ArtifactRejected (exit 3) when a file arrived different.
+    `limit` caps the rate in KiB/s; `check_only` sends nothing and checks what the box holds.
+    Raises ArtifactRejected (exit 3) naming a file that is not on the box as packed.
     """
     reporter = reporter or Reporter(stream=sys.stderr)
     target = parse_target(url)
@@ -243,6 +253,11 @@ def upload(dist: Path, url: str, opts: SshOptions, transport: str = "auto", repo
                                         "check that it can be created and written by %s" % (target.user or "your user"))
         state: BoxState = parse_probe(probe.stdout)
         chosen = choose_transport(transport, shutil.which("rsync") is not None, state, target)
+        if check_only:
+            failed = _checked(link, check_command(target, state, "-"), sums_lines(files))
+            if failed:
+                raise _reject(target, failed)
+            return UploadResult(target, "check", [Action(f.name, f.size, "skip") for f in files], next_command(target))
         whole = [f for f in files if f.name != SUMS_NAME and state.sizes.get(f.name) == f.size]
         verified = set()
         if whole:
@@ -265,11 +280,7 @@ def upload(dist: Path, url: str, opts: SshOptions, transport: str = "auto", repo
         _send(link, dist, sums, chosen, None, reporter, reporter.task(SUMS_NAME, sums.size))
         failed = _checked(link, check_command(target, state))
         if failed:
-            name = sorted(failed)[0]
-            more = " (and %d more)" % (len(failed) - 1) if len(failed) > 1 else ""
-            raise ArtifactRejected("%s on %s %s SHA256SUMS after the upload%s"
-                                   % (name, target.where(), "is missing, though listed in" if failed[name] == "missing" else "does not match",
-                                      more), "run the same upload again: it sends that file again")
+            raise _reject(target, failed)
         return UploadResult(target, chosen, actions, next_command(target))
     finally:
         link.close()

@@ -61,7 +61,9 @@ def start_sshd(base: Path, set_env_path: str | None = None) -> SshBox:
         "LogLevel VERBOSE",
     ]
     if set_env_path:
-        lines.append("SetEnv PATH=%s" % set_env_path)
+        # SHLVL above 1 keeps this machine's ~/.bashrc (which puts pyenv's shims first) from
+        # running for ssh commands, so the box really has only this PATH.
+        lines.append("SetEnv PATH=%s SHLVL=5" % set_env_path)
     config = base / "sshd_config"
     config.write_text("\n".join(lines) + "\n")
     host_pub = (base / "host_key.pub").read_text().split()
