@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -90,6 +91,29 @@ def test_sftp_transport_uploads_everything(box: SshBox, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "by sftp: 3 sent" in proc.stdout
     same_files(dist, folder)
+    # Not a terminal: progress comes as plain lines, no carriage returns.
+    assert "\r" not in proc.stderr and "upload to 127.0.0.1  3.0 MB / 3.0 MB (100%)" in proc.stderr
+
+
+def test_progress_bar_on_a_terminal(box: SshBox, tmp_path: Path) -> None:
+    dist = make_dist(tmp_path / "dist", {"offline_packages.zip": 2 * MB})
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cosybuild", "upload", str(dist), box.url(tmp_path / "box"), *box.args()],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    out, _ = proc.communicate(timeout=120)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal is closed once the upload has exited
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(master)
+    assert proc.returncode == 0, screen
+    assert b"\r\x1b[Kupload to 127.0.0.1  2.0 MB / 2.0 MB (100%)" in screen
 
 
 def _wait_for(predicate, seconds: float, what: str):
