@@ -166,7 +166,7 @@ def _pump(stream: IO[bytes], task: Task, start: int) -> None:
                     seen = now
 
 
-def _rsync(link: _Link, dist: Path, action: Action, limit: Optional[int], task: Task) -> subprocess.Popen:
+def _rsync(link: _Link, dist: Path, action: Action, limit: Optional[int], err: IO[bytes]) -> subprocess.Popen:
     shell = " ".join(shlex.quote(a) for a in link.ssh_argv())
     argv = [shutil.which("rsync") or "rsync", "--partial", "--info=progress2", "-e", shell]
     # Resume appends after the bytes already there and re-checks the whole file; a fresh send
@@ -175,10 +175,10 @@ def _rsync(link: _Link, dist: Path, action: Action, limit: Optional[int], task: 
     if limit:
         argv.append("--bwlimit=%d" % limit)
     argv += [str(dist / action.name), "%s:%s" % (link.target.destination, _remote_name(link.target, action.name))]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
 
 
-def _sftp(link: _Link, dist: Path, action: Action, limit: Optional[int], live: bool) -> subprocess.Popen:
+def _sftp(link: _Link, dist: Path, action: Action, limit: Optional[int], live: bool, err: IO[bytes]) -> subprocess.Popen:
     def quoted(path: str) -> str:
         return '"%s"' % path.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -195,23 +195,25 @@ def _sftp(link: _Link, dist: Path, action: Action, limit: Optional[int], live: b
     if limit:
         argv += ["-l", str(limit * 8)]  # sftp counts Kbit/s
     argv.append(link.target.destination)
-    return subprocess.Popen(argv, stdout=None if live else subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(argv, stdout=None if live else subprocess.DEVNULL, stderr=err)
 
 
 def _send(link: _Link, dist: Path, action: Action, transport: str, limit: Optional[int], reporter: Reporter, task: Task) -> None:
     before = task.done
-    if transport == "rsync":
-        proc = _rsync(link, dist, action, limit, task)
-        assert proc.stdout is not None
-        _pump(proc.stdout, task, action.offset if action.kind == "resume" else 0)
-    else:
-        proc = _sftp(link, dist, action, limit, reporter.live and not reporter.quiet)
-        if proc.stdout is not None:
-            proc.stdout.read()
-    _out, err = proc.communicate()
-    if proc.returncode != 0:
+    # stderr into a file: it cannot fill a pipe while we read progress from stdout.
+    with tempfile.TemporaryFile() as err:
+        if transport == "rsync":
+            proc = _rsync(link, dist, action, limit, err)
+            assert proc.stdout is not None
+            _pump(proc.stdout, task, action.offset if action.kind == "resume" else 0)
+        else:
+            proc = _sftp(link, dist, action, limit, reporter.live and not reporter.quiet, err)
+        code = proc.wait()
+        err.seek(0)
+        message = err.read().decode("utf-8", "replace")
+    if code != 0:
         raise EnvironmentUnsuitable("the upload of %s to %s stopped (%s: %s)"
-                                    % (action.name, link.target.where(), transport, _last_line(err.decode("utf-8", "replace"))),
+                                    % (action.name, link.target.where(), transport, _last_line(message)),
                                     "run the same command again: it resumes where it stopped")
     rest = action.size - action.offset - (task.done - before)
     if rest > 0:
