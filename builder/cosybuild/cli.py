@@ -94,5 +94,27 @@ def verify(directory: Path) -> None:
     click.echo("%s: all artifacts verified" % directory)
 
 
+@cli.command()
+@_debug
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("url", metavar="ssh://USER@HOST:PORT/DIR")
+@click.option("-i", "--identity", help="Private key file, passed to ssh as -i.")
+@click.option("-F", "--ssh-config", help="ssh config file, passed to ssh as -F.")
+@click.option("-o", "--ssh-option", multiple=True, help="An ssh option (Key=Value), passed to ssh as -o; repeatable.")
+@click.option("--transport", type=click.Choice(["auto", "rsync", "sftp"]), default="auto", show_default=True,
+              help="auto: rsync when both ends have it, else sftp.")
+@click.option("--limit", type=click.IntRange(min=1), help="Cap the rate, in KiB/s.")
+@click.option("--check-only", is_flag=True, help="Send nothing; check the files already on the box.")
+def upload(directory: Path, url: str, identity: str | None, ssh_config: str | None, ssh_option: tuple,
+           transport: str, limit: int | None, check_only: bool) -> None:
+    """Upload DIRECTORY to the box over ssh, resuming partial files, and check every file there."""
+    from cosybuild.upload import SshOptions, upload as do_upload
+
+    result = do_upload(directory, url, SshOptions(identity, ssh_config, list(ssh_option)), transport,
+                       Reporter(stream=sys.stderr), limit, check_only)
+    for line in result.lines():
+        click.echo(line)
+
+
 def main() -> None:
     cli(prog_name="cosybuild")
