@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Optional, Set
 from urllib.parse import unquote, urlsplit
 
 from cosyinstall.errors import EnvironmentUnsuitable, UsageError
-from cosyinstall.bundle import PYZ_NAME
+from cosyinstall.artifact import PYZ_NAME
 from cosyinstall.sums import SUMS_NAME
 
 __all__ = [
