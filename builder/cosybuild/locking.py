@@ -12,6 +12,7 @@ from cosybuild.lock import SECTIONS, Lock, read_lock, stale_sections, write_lock
 from cosybuild.models import pin_models
 from cosybuild.packages import lock_packages
 from cosybuild.profile import Profile
+from cosybuild.pythonbundle import pin_bundled_python
 
 __all__ = ["lock_sections", "ensure_lock", "sections_for"]
 
@@ -36,6 +37,7 @@ def lock_sections(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple
     for section in sections:
         if section == "packages":
             lock.packages, lock.tools = lock_packages(profile)
+            lock.python = pin_bundled_python(profile)
         elif section == "app":
             lock.app = pin_app(profile)
         elif section == "models":

@@ -20,6 +20,7 @@ from cosybuild.locking import ensure_lock, sections_for
 from cosybuild.models import model_members
 from cosybuild.packages import file_member, package_members
 from cosybuild.profile import Profile
+from cosybuild.pythonbundle import bundled_python_members
 from cosybuild.pyz import build_pyz
 from cosybuild.tree import walk_tree
 
@@ -37,7 +38,10 @@ class PackResult:
 
 
 def _target(profile: Profile) -> dict:
-    return {"python": profile.target.python, "platform": profile.target.platform}
+    target = {"python": profile.target.python, "platform": profile.target.platform}
+    if profile.target.shared_libpython:
+        target["shared-libpython"] = True  # issue 10: the installer asks the interpreter for it
+    return target
 
 
 def _pack_packages(profile: Profile, lock: Lock, cache: Cache, work: Path, out: Path, reporter: Reporter) -> Path:
@@ -45,6 +49,9 @@ def _pack_packages(profile: Profile, lock: Lock, cache: Cache, work: Path, out: 
     app_root = export_app(profile, lock.app, work)
     members += [file_member("app/" + rel, full, executable) for rel, full, executable in walk_tree(app_root)]
     meta.update({"app": lock.app, "server": profile.server.to_dict(), "lock-digests": dict(lock.digests)})
+    python_members, python_meta = bundled_python_members(profile, lock.python, cache, reporter)  # issue 10
+    members += python_members
+    meta.update(python_meta)
     path = out / PACKAGES_ZIP
     write_artifact(str(path), "packages", profile.name, _target(profile), members, meta, reporter)
     return path

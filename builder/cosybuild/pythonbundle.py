@@ -18,7 +18,7 @@ import tempfile
 import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
 from cosyinstall.preflight import parse_platform
@@ -28,7 +28,14 @@ from cosybuild.cache import Cache
 from cosybuild.elfglibc import glibc_floor_of_tree
 from cosybuild.uvtool import run_uv
 
-__all__ = ["PythonPin", "target_download", "pin_python", "python_archive", "ARCHIVE_PREFIX"]
+if TYPE_CHECKING:  # pragma: no cover
+    from cosyinstall.progress import Reporter
+    from cosyinstall.zipwrite import Member
+
+    from cosybuild.profile import Profile
+
+__all__ = ["PythonPin", "target_download", "pin_python", "python_archive", "ARCHIVE_PREFIX", "pin_bundled_python",
+           "bundled_python_members"]
 
 # Member prefix of the bundled CPython in offline_packages.zip.
 ARCHIVE_PREFIX = "python/"
@@ -140,3 +147,33 @@ def python_archive(pin: PythonPin, cache: Cache) -> Path:
             size, sha256 = hash_file(str(archive))
             raise ArtifactRejected("uv's %s is now %s (%d bytes), not the locked %s (%d bytes)"
                                    % (pin.key, sha256, size, pin.sha256, pin.size), "run cosybuild lock to re-pin it")
+
+
+# -- wiring for lock and pack -----------------------------------------------------------------
+
+
+def pin_bundled_python(profile: "Profile") -> dict[str, Any]:
+    """The lock's `python` entry: the pin when the manifest sets bundle-python, else {}."""
+    if not profile.target.bundle_python:
+        return {}
+    return pin_python(profile.target.python, profile.target.platform, Cache()).to_dict()
+
+
+def bundled_python_members(profile: "Profile", lock_python: Mapping[str, Any], cache: Cache,
+                           reporter: "Reporter") -> tuple[list["Member"], dict[str, Any]]:
+    """(members, manifest meta) that put the pinned CPython into offline_packages.zip."""
+    from cosyinstall.python_choice import META_KEY
+    from cosyinstall.zipwrite import Member
+
+    if not profile.target.bundle_python:
+        return [], {}
+    if not lock_python:
+        raise ArtifactRejected("%s sets bundle-python but its lock pins no CPython" % profile.path,
+                               "run cosybuild lock %s --only packages" % profile.name)
+    pin = PythonPin.from_dict(lock_python)
+    path = python_archive(pin, cache)
+    reporter.info("bundled CPython %s (%s) adds %.1f MB to offline_packages.zip (glibc floor %s)"
+                  % (pin.version, pin.archive, pin.size / 1e6, pin.glibc_floor or "none"))
+    meta = {META_KEY: {"member": pin.member, "version": pin.version, "glibc_floor": pin.glibc_floor,
+                       "libpython": pin.libpython, "key": pin.key}}
+    return [Member(pin.member, str(path), pin.size, pin.sha256)], meta

@@ -19,8 +19,10 @@ from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
 from cosyinstall.extract import disk_full, is_disk_full
 from cosyinstall.journal import ApplyLock, StateDir
 from cosyinstall.plan import STEPS
-from cosyinstall.preflight import Finding, choose_python, cuda_major, evaluate, raise_first
-from cosyinstall.probe import PythonFound, gather
+from cosyinstall.bundledpython import python_choice_for
+from cosyinstall.preflight import Finding, cuda_major, evaluate, raise_first
+from cosyinstall.probe import gather
+from cosyinstall.python_choice import Choice
 from cosyinstall.progress import Reporter
 from cosyinstall.sources import Bundle, artifact_failure
 from cosyinstall.steps import Run, after_failure, install, todo, uv_row
@@ -60,19 +62,23 @@ def _need_bytes(bundle: Bundle, steps: List[Tuple[str, str]]) -> int:
     return total
 
 
-def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -> Tuple[List[Finding], Optional[PythonFound]]:
+def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -> Tuple[List[Finding], Optional[Choice]]:
     target = bundle.target()
     minor = str(target.get("python") or "") or None
     need_python = any(step == "venv" for step, _ in steps)
     facts = gather(opts.to, minor, opts.python, want_python=need_python)
     cuda = cuda_major(bundle.packages.packages()) if bundle.packages is not None else None
     findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda)
+    choice = None
+    if need_python:  # issue 10: --python, the box's CPython or the bundled one
+        choice = python_choice_for(bundle, facts, target, opts.python)
+        findings = [choice.finding if f.check == "python" else f for f in findings]
     if need_python and bundle.packages is not None:
         findings.insert(1, uv_row(bundle.packages, StateDir(opts.to)))
-    return findings, (choose_python(facts, minor) if need_python else None)
+    return findings, choice
 
 
-def _preflight(bundle: Bundle, state: StateDir, opts: Options, everything: bool) -> Tuple[List[Finding], List[Tuple[str, str]], Optional[PythonFound]]:
+def _preflight(bundle: Bundle, state: StateDir, opts: Options, everything: bool) -> Tuple[List[Finding], List[Tuple[str, str]], Optional[Choice]]:
     findings = list(bundle.findings)
     todo_steps: List[Tuple[str, str]] = []
     if not any(f.code == ArtifactRejected.exit_code and not f.ok for f in findings):
@@ -143,7 +149,8 @@ def apply(
                 raise disk_full(state.root)
             raise
         with ApplyLock(state, wait=opts.wait_lock, on_wait=reporter.info) as lock:
-            run = Run(opts.to, state, bundle, reporter, python, lock)
+            run = Run(opts.to, state, bundle, reporter, python.python if python else None, lock)
+            run.bundled_python = python.bundled if python else None  # issue 10
             with open(state.path("install.log"), "a", encoding="utf-8") as log:
                 reporter.log = log
                 try:

@@ -14,13 +14,14 @@ import posixpath
 import shutil
 import subprocess
 import tarfile
-from typing import Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.probe import PythonFound, probe_python
-from cosyinstall.python_choice import BundledPython, libpython_name
+from cosyinstall.python_choice import SHARED_KEY, BundledPython, Choice, bundled_from_meta, choose, libpython_name
 
-__all__ = ["unpack_bundled", "bundled_python_exe", "probe_libdir", "libdirs_of", "venv_libpython_dir"]
+__all__ = ["unpack_bundled", "bundled_python_exe", "probe_libdir", "libdirs_of", "venv_libpython_dir", "python_choice_for",
+           "bundled_archive"]
 
 _TOP = "python"
 _STAMP = ".cosyinstall-member"
@@ -167,3 +168,22 @@ def venv_libpython_dir(venv: str) -> Optional[str]:
     minor = ".".join(version.split(".")[:2])
     libdir = os.path.join(os.path.dirname(home), "lib")
     return libdir if os.path.isfile(os.path.join(libdir, libpython_name(minor))) else None
+
+
+def python_choice_for(bundle: Any, facts: Any, target: Mapping[str, Any], asked: Optional[str]) -> Choice:
+    """Preflight's python decision for this upload and this box (BoxFacts from probe.gather)."""
+    minor = str(target.get("python") or "") or None
+    shared = bool(target.get(SHARED_KEY))
+    packages = getattr(bundle, "packages", None)
+    manifest = getattr(packages, "manifest", None) if packages is not None else None
+    bundled = bundled_from_meta(manifest.meta) if manifest is not None else None
+    libdirs = libdirs_of(facts.pythons) if shared else {}
+    skipped = ""
+    if facts.python_failures:
+        skipped = " (skipped %d that did not run: %s)" % (len(facts.python_failures), ", ".join(facts.python_failures[:3]))
+    return choose(facts.pythons, minor, asked, shared, bundled, facts.glibc, libdirs, skipped)
+
+
+def bundled_archive(staging: str, bundled: BundledPython) -> str:
+    """Where the venv step staged (and verified) the bundled CPython's archive."""
+    return os.path.join(staging, *bundled.member.split("/"))

@@ -14,7 +14,8 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
 from cosyinstall.artifact import ServerSpec
 from cosyinstall.errors import EnvironmentUnsuitable, NotReady
 from cosyinstall.health import LogTail, http_status, port_in_use, port_open, who_holds_port
-from cosyinstall.launch import find_mpirun, launch_argv
+from cosyinstall.bundledpython import venv_libpython_dir
+from cosyinstall.launch import find_mpirun, launch_argv, venv_dir, with_libpython
 from cosyinstall.procs import (
     environ_value,
     forget_child,
@@ -214,6 +215,7 @@ def start_server(
             )
         mpirun = find_mpirun(to) if chosen == "mpirun" else None
         argv, env = launch_argv(spec, to, chosen, chosen_port, os.environ, mpirun)
+        env = with_libpython(env, venv_libpython_dir(venv_dir(to)))  # issue 10
         log = log_path(to)
         with open(log, "ab") as fh:
             fh.write(

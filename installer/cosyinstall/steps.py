@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from cosyinstall import installed as inst
 from cosyinstall.artifact import FileEntry
 from cosyinstall.bundle import PACKAGES_ZIP
+from cosyinstall.bundledpython import bundled_archive, unpack_bundled
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
 from cosyinstall.extract import is_disk_full, publish, remove_paths, rmtree, set_mode, stage_items
 from cosyinstall.journal import ApplyLock, StateDir
@@ -29,6 +30,7 @@ from cosyinstall.progress import Reporter
 from cosyinstall.sources import REQUIREMENTS_REL, UV_REL, WHEELS_DIR, Bundle, PackagesSource
 from cosyinstall.streams import hash_file
 from cosyinstall.sums import SUMS_NAME
+from cosyinstall.tree import InstallTree
 from cosyinstall.venv import Uv, installed_dists, venv_python, venv_version
 
 __all__ = ["Run", "todo", "install", "after_failure", "uv_row", "SCRATCH"]
@@ -54,6 +56,7 @@ class Run:
         self.bundle = bundle
         self.reporter = reporter
         self.python = python
+        self.bundled_python = None  # issue 10: set when the bundled CPython is chosen
         self.lock = lock
         self.cache = state.path("uv-cache")
         self.models_root = os.path.join(self.to, inst.MODELS_DIR)
@@ -296,6 +299,9 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     assert source is not None
     state, reporter = run.state, run.reporter
     python = run.python
+    bundled = getattr(run, "bundled_python", None)
+    if python is None and bundled is not None:  # issue 10: unpacked from the verified, staged member
+        python = unpack_bundled(bundled_archive(staged.staging, bundled), InstallTree(run.to).bundled_python, bundled)
     if python is None:
         raise EnvironmentUnsuitable("no CPython found to build the venv from", "pass one with --python")
     venv = inst.venv_dir(run.to)
