@@ -29,9 +29,9 @@ import threading
 from pathlib import Path
 from typing import Dict, Optional
 
-from support import find_python
+from support import REPO, cosybuild, find_python
 
-__all__ = ["make_standin", "DownloadsServer", "downloads_json", "BUILD"]
+__all__ = ["make_standin", "DownloadsServer", "downloads_json", "BUILD", "bundled_manifest", "pack_bundled_demo"]
 
 BUILD = "20990101"  # the release date in the name; no real release carries it
 _SKIP_DIRS = {"test", "tests", "idle_test", "__pycache__", "tkinter", "idlelib", "turtledemo", "config-3.10-x86_64-linux-gnu"}
@@ -172,3 +172,27 @@ class DownloadsServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def bundled_manifest(folder: Path) -> Path:
+    """manifests/demo.toml with [target] bundle-python = true, its relative paths made absolute."""
+    text = (REPO / "manifests" / "demo.toml").read_text(encoding="utf-8")
+    text = text.replace('name = "demo"', 'name = "demo-bundled"', 1)
+    text = text.replace('platform = "x86_64-manylinux_2_28"\n', 'platform = "x86_64-manylinux_2_28"\nbundle-python = true\n', 1)
+    text = text.replace('"../examples/', '"%s/examples/' % REPO)
+    assert "bundle-python = true" in text
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "demo-bundled.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pack_bundled_demo(work: Path, archive: Path):
+    """`cosybuild pack` of the bundled demo with the stand-in served: (dist, process, lock)."""
+    manifest = bundled_manifest(work / "manifests")
+    with DownloadsServer(work / "serve", archive) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
+        env["UV_PYTHON_DOWNLOADS_JSON_URL"] = server.json_url
+        proc = cosybuild("pack", str(manifest), "--out", str(work / "dist"), env=env)
+    lock = json.loads(manifest.with_suffix(".lock.json").read_text()) if proc.returncode == 0 else {}
+    return work / "dist", proc, lock

@@ -15,15 +15,14 @@ real `uv python install` at lock time through UV_PYTHON_DOWNLOADS_JSON_URL.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from boximages import cache_root
-from pythonstandin import DownloadsServer, make_standin
-from support import REPO, cosybuild, free_port, one_sentence, tree_snapshot
+from pythonstandin import make_standin, pack_bundled_demo
+from support import free_port, one_sentence, tree_snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -32,36 +31,18 @@ TO = UPLOAD + "/CosyVoice"
 PYZ = ["python3", UPLOAD + "/cosyinstall.pyz"]
 
 
-def bundled_manifest(folder: Path) -> Path:
-    """manifests/demo.toml with [target] bundle-python = true, its relative paths made absolute."""
-    text = (REPO / "manifests" / "demo.toml").read_text(encoding="utf-8")
-    text = text.replace('name = "demo"', 'name = "demo-bundled"', 1)
-    text = text.replace('platform = "x86_64-manylinux_2_28"\n', 'platform = "x86_64-manylinux_2_28"\nbundle-python = true\n', 1)
-    text = text.replace('"../examples/', '"%s/examples/' % REPO)
-    assert "bundle-python = true" in text
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "demo-bundled.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def bundled_dist(tmp_path_factory: pytest.TempPathFactory, build_cache: Path) -> Path:
     """The demo packed with the stand-in CPython bundled (locked through uv from loopback)."""
     work = tmp_path_factory.mktemp("bundled")
     archive = make_standin(cache_root().parent / "standin")
-    manifest = bundled_manifest(work / "manifests")
-    with DownloadsServer(work / "serve", archive) as server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
-        env["UV_PYTHON_DOWNLOADS_JSON_URL"] = server.json_url
-        proc = cosybuild("pack", str(manifest), "--out", str(work / "dist"), env=env)
+    dist, proc, lock = pack_bundled_demo(work, archive)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "bundled CPython 3.10." in proc.stdout + proc.stderr
     assert "adds %.1f MB" % (archive.stat().st_size / 1e6) in proc.stdout + proc.stderr
-    lock = json.loads(manifest.with_suffix(".lock.json").read_text())
     pin = lock["packages"]["python"]
     assert pin["archive"] == archive.name and pin["size"] == archive.stat().st_size
-    return work / "dist"
+    return dist
 
 
 def bundled_meta(dist: Path) -> dict:
@@ -77,16 +58,21 @@ def upload(dist: Path, tmp_path: Path) -> Path:
     return up
 
 
-def test_a_demo_without_bundle_on_bullseye_names_bundle_python(bullseye: Path, demo_dist: Path, make_box, tmp_path: Path) -> None:
-    up = upload(demo_dist, tmp_path)
+def refused_on_bullseye(dist: Path, make_box, tmp_path: Path) -> str:
+    """apply of dist on bullseye: exit 4, the uploads untouched, nothing installed; the sentence."""
+    up = upload(dist, tmp_path)
     before = tree_snapshot(up)
     box = make_box("bullseye", {str(up): UPLOAD})
     proc = box.run(PYZ + ["apply"], timeout=600)
     assert proc.returncode == 4, proc.stdout + proc.stderr
-    sentence = one_sentence(proc.stderr)
-    assert "bundle-python" in sentence and "3.9" in sentence, sentence
     assert tree_snapshot(up) == before
     assert not (up / "CosyVoice").exists()
+    return one_sentence(proc.stderr)
+
+
+def test_a_demo_without_bundle_on_bullseye_names_bundle_python(bullseye: Path, demo_dist: Path, make_box, tmp_path: Path) -> None:
+    sentence = refused_on_bullseye(demo_dist, make_box, tmp_path)
+    assert "bundle-python" in sentence and "3.9" in sentence, sentence
 
 
 def test_b_bundled_cpython_on_bookworm_serves_and_verifies(bookworm: Path, bundled_dist: Path, make_box, tmp_path: Path) -> None:
@@ -123,14 +109,7 @@ def test_b_bundled_cpython_on_bookworm_serves_and_verifies(bookworm: Path, bundl
 
 
 def test_c_bundle_newer_than_bullseye_glibc_names_both(bullseye: Path, bundled_dist: Path, make_box, tmp_path: Path) -> None:
-    up = upload(bundled_dist, tmp_path)
-    before = tree_snapshot(up)
-    box = make_box("bullseye", {str(up): UPLOAD})
-    proc = box.run(PYZ + ["apply"], timeout=600)
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    sentence = one_sentence(proc.stderr)
+    sentence = refused_on_bullseye(bundled_dist, make_box, tmp_path)
     floor = bundled_meta(bundled_dist)["glibc_floor"]
     assert tuple(map(int, floor.split("."))) > (2, 31), floor  # the stand-in was compiled on a newer glibc
     assert "glibc 2.31" in sentence and "glibc %s" % floor in sentence, sentence
-    assert tree_snapshot(up) == before
-    assert not (up / "CosyVoice").exists()
