@@ -10,9 +10,8 @@ row saying which interpreter and why.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
-from cosyinstall.errors import EnvironmentUnsuitable
 from cosyinstall.preflight import Finding
 from cosyinstall.probe import PythonFound
 
@@ -153,16 +152,3 @@ def choose(
 def _libnote(shared: bool, libdir: Optional[str]) -> str:
     return " (libpython in %s)" % libdir if shared and libdir else ""
 
-
-def raise_if_failed(choice: Choice) -> None:
-    if not choice.finding.ok:
-        raise EnvironmentUnsuitable(choice.finding.detail, choice.finding.hint)
-
-
-def summary(choice: Choice) -> Dict[str, Any]:
-    """What the venv record keeps of the choice."""
-    if choice.bundled is not None:
-        return {"kind": "bundled", "version": choice.bundled.version, "member": choice.bundled.member}
-    if choice.python is not None:
-        return {"kind": "box", "path": choice.python.path, "version": _dotted(choice.python.version)}
-    return {"kind": "none"}

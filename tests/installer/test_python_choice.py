@@ -133,3 +133,12 @@ def test_real_cpython_unpacked_runs_and_its_venv_finds_libpython(tmp_path: Path)
     import subprocess
     subprocess.run([found.path, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
     assert venv_libpython_dir(str(tmp_path / "venv")) == str(tmp_path / "python" / version / "lib")
+
+
+def test_launcher_puts_libpython_after_the_venv_lib() -> None:
+    from cosyinstall.launch import launch_env, with_libpython
+
+    env = launch_env("/to", {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/usr/local/lib"})
+    got = with_libpython(env, "/to/.cosyinstall/python/3.10.19/lib")["LD_LIBRARY_PATH"].split(":")
+    assert got == ["/to/.venv/lib", "/to/.cosyinstall/python/3.10.19/lib", "/usr/local/lib"]
+    assert with_libpython(env, None) == env
