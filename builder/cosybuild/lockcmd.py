@@ -17,6 +17,7 @@ from cosybuild.lockfile import SECTIONS, Lock, read_lock, stale_sections, write_
 from cosybuild.models import pin_models
 from cosybuild.packages import lock_packages
 from cosybuild.profile import Profile
+from cosybuild.pythonbundle import pin_bundled_python
 
 __all__ = ["LockOutcome", "lock_command", "lock_sections", "ensure_lock", "sections_for"]
 
@@ -41,6 +42,7 @@ def lock_sections(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple
     for section in sections:
         if section == "packages":
             lock.packages, lock.tools = lock_packages(profile)
+            lock.python = pin_bundled_python(profile)
         elif section == "app":
             lock.app = pin_app(profile)
         elif section == "models":

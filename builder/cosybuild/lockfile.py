@@ -35,6 +35,7 @@ class Lock:
     tools: dict[str, LockedFile] = field(default_factory=dict)
     app: dict[str, Any] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
+    python: dict[str, Any] = field(default_factory=dict)  # the bundled CPython's pin
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"lock-version": LOCK_VERSION, "manifest": self.manifest, "target": self.target}
@@ -44,6 +45,8 @@ class Lock:
                 "files": [f.to_dict() for f in sorted(self.packages, key=lambda f: f.name)],
                 "tools": {k: v.to_dict() for k, v in sorted(self.tools.items())},
             }
+            if self.python:
+                out["packages"]["python"] = dict(self.python)
         if "app" in self.digests:
             out["app"] = {"inputs-digest": self.digests["app"], **self.app}
         if "models" in self.digests:
@@ -62,6 +65,7 @@ class Lock:
                 lock.digests["packages"] = str(sec["inputs-digest"])
                 lock.packages = [LockedFile.from_dict(p) for p in sec["files"]]
                 lock.tools = {k: LockedFile.from_dict(v) for k, v in sec.get("tools", {}).items()}
+                lock.python = dict(sec.get("python") or {})
             if "app" in data:
                 sec = dict(data["app"])
                 lock.digests["app"] = str(sec.pop("inputs-digest"))

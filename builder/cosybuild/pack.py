@@ -20,6 +20,7 @@ from cosybuild.lockcmd import ensure_lock, sections_for
 from cosybuild.models import model_members
 from cosybuild.packages import file_member, package_members
 from cosybuild.profile import Profile
+from cosybuild.pythonbundle import bundled_python_members
 from cosybuild.pyz import build_pyz
 from cosybuild.dirwalk import walk_tree
 
@@ -37,15 +38,20 @@ class PackResult:
 
 
 def _target(profile: Profile) -> dict:
-    return {"python": profile.target.python, "platform": profile.target.platform}
+    target = {"python": profile.target.python, "platform": profile.target.platform}
+    if profile.target.shared_libpython:
+        target["shared-libpython"] = True  # the installer asks the interpreter for its libpython
+    return target
 
 
 def _pack_packages(profile: Profile, lock: Lock, cache: Cache, work: Path, out: Path, reporter: Reporter) -> Path:
     members, meta = package_members(profile, lock, cache, work, reporter)
     app_root = export_app(profile, lock.app, work)
     members += [file_member("app/" + rel, full, executable) for rel, full, executable in walk_tree(app_root)]
+    python_members, python = bundled_python_members(profile, lock.python, cache, reporter)
+    members += python_members
     typed = replace(PackagesMeta.from_json(meta, PACKAGES_ZIP), app=AppRecord.from_json(lock.app, "the lock's app"),
-                    server=profile.server, lock_digests=dict(lock.digests))
+                    server=profile.server, lock_digests=dict(lock.digests), python=python)
     path = out / PACKAGES_ZIP
     write_artifact(str(path), "packages", profile.name, _target(profile), members, typed.to_json(), reporter)
     return path

@@ -33,6 +33,10 @@ class ManifestError(UsageError):
 class Target:
     python: str
     platform: str
+    # Ship a relocatable CPython of `python` in offline_packages.zip; require the
+    # chosen interpreter to provide libpython3.X.so.1.0 (TensorRT-LLM's bindings load it).
+    bundle_python: bool = False
+    shared_libpython: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class Profile:
         """What each lock section depends on; a section is stale when its inputs change."""
         return {
             # Newer keys enter the digest only when set, so locks made before them stay current.
-            "packages": {"target": asdict(self.target), "packages": {
+            "packages": {"target": {k: v for k, v in asdict(self.target).items() if v is not False}, "packages": {
                 k: v for k, v in asdict(self.packages).items() if v or k not in ("only_binary", "exclude_newer")}},
             "app": {"git": self.app.git, "rev": self.app.rev, "submodules": self.app.submodules, "path": self.app.path},
             "models": [
@@ -151,6 +155,13 @@ def _requirements(table: Mapping[str, Any], base: Path, where: str) -> tuple[str
     return tuple(lines)
 
 
+def _flag(table: Mapping[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ManifestError("%s [target].%s must be true or false, not %r" % (where, key, value))
+    return value
+
+
 def _exclude_newer(value: Any) -> str | None:
     """TOML may give a datetime or a string; uv takes an RFC 3339 timestamp or a date."""
     if value is None or value == "":
@@ -170,7 +181,8 @@ def load_profile(spec: str | None) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError("%s is not valid TOML (%s)" % (where, exc))
     target_t = _req(raw, "target", where)
-    target = Target(str(_req(target_t, "python", where + " [target]")), str(_req(target_t, "platform", where + " [target]")))
+    target = Target(str(_req(target_t, "python", where + " [target]")), str(_req(target_t, "platform", where + " [target]")),
+                    _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where))
     pk = _req(raw, "packages", where)
     packages = Packages(
         _requirements(pk, path.parent, where),

@@ -19,13 +19,15 @@ from typing import List, Optional, Tuple
 
 from cosyinstall import installed as inst
 from cosyinstall.artifact import ServerSpec
+from cosyinstall.bundledpython import python_choice_for
 from cosyinstall.errors import ArtifactRejected, DiskFull, EnvironmentUnsuitable, is_disk_full
 from cosyinstall.install_plan import STEPS
 from cosyinstall.install_steps import Run, after_failure, install as install_steps, todo, uv_row
 from cosyinstall.journal import ApplyLock, Journal
 from cosyinstall.opened_bundle import Bundle, artifact_failure
-from cosyinstall.preflight import Finding, choose_python, cuda_major, evaluate, first_blocking, raise_first
-from cosyinstall.probe import PythonFound, gather
+from cosyinstall.preflight import Finding, cuda_major, evaluate, first_blocking, raise_first
+from cosyinstall.probe import gather
+from cosyinstall.python_choice import Choice
 from cosyinstall.progress import Reporter
 from cosyinstall.tree import InstallTree
 
@@ -63,20 +65,24 @@ def _need_bytes(bundle: Bundle, steps: List[Tuple[str, str]]) -> int:
     return total
 
 
-def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -> Tuple[List[Finding], Optional[PythonFound]]:
+def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -> Tuple[List[Finding], Optional[Choice]]:
     target = bundle.target()
     minor = str(target.get("python") or "") or None
     need_python = any(step == "venv" for step, _ in steps)
     facts = gather(opts.tree.root, minor, opts.python, want_python=need_python)
     cuda = cuda_major([p.to_json() for p in bundle.packages.packages()]) if bundle.packages is not None else None
     findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda)
+    choice = None
+    if need_python:  # --python, the box's CPython or the bundled one
+        choice = python_choice_for(bundle, facts, target, opts.python)
+        findings = [choice.finding if f.check == "python" else f for f in findings]
     if need_python and bundle.packages is not None:
         findings.insert(1, uv_row(bundle.packages, opts.tree))
-    return findings, (choose_python(facts, minor) if need_python else None)
+    return findings, choice
 
 
 def _preflight(bundle: Bundle, journal: Journal, opts: Options, everything: bool
-               ) -> Tuple[List[Finding], List[Tuple[str, str]], Optional[PythonFound]]:
+               ) -> Tuple[List[Finding], List[Tuple[str, str]], Optional[Choice]]:
     findings = list(bundle.findings)
     todo_steps: List[Tuple[str, str]] = []
     if not any(f.code == ArtifactRejected.exit_code and not f.ok for f in findings):
@@ -122,7 +128,7 @@ class Prepared:
     """
 
     def __init__(self, opts: Options, reporter: Reporter, bundle: Bundle, findings: List[Finding],
-                 steps: List[Tuple[str, str]], python: Optional[PythonFound]) -> None:
+                 steps: List[Tuple[str, str]], python: Optional[Choice]) -> None:
         self.opts = opts
         self.tree = opts.tree
         self.reporter = reporter
@@ -189,7 +195,9 @@ def install(prepared: Prepared) -> Outcome:
     assert prepared.lock.held, "prepare() takes the lock whenever preflight passes"
     tree, reporter = prepared.tree, prepared.reporter
     outcome = Outcome()
-    run = Run(tree, prepared.bundle, reporter, prepared.python, prepared.lock)
+    choice = prepared.python
+    run = Run(tree, prepared.bundle, reporter, choice.python if choice else None, prepared.lock,
+              bundled_python=choice.bundled if choice else None)
     with open(tree.install_log, "a", encoding="utf-8") as log:
         reporter.log = log
         try:

@@ -29,6 +29,8 @@ __all__ = [
     "WHEELS_DIR",
     "UV_REL",
     "REQUIREMENTS_REL",
+    "PYTHON_PREFIX",
+    "BundledPython",
     "FileEntry",
     "ServerSpec",
     "ArtifactManifest",
@@ -59,6 +61,7 @@ APP_PREFIX = "app/"
 WHEELS_DIR = "wheels"
 UV_REL = "uv/uv"
 REQUIREMENTS_REL = "requirements.txt"
+PYTHON_PREFIX = "python/"              # the bundled CPython's archive
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -423,6 +426,44 @@ class Duplicate:
 
 
 @dataclass(frozen=True)
+class BundledPython:
+    """The relocatable CPython carried under python/ (`bundled-python` in the packages metadata)."""
+
+    KEY = "bundled-python"
+
+    member: str                            # "python/cpython-3.10.19+...-install_only.tar.gz"
+    version: str                           # "3.10.19"
+    glibc_floor: Optional[Tuple[int, int]]
+    libpython: str                         # "lib/libpython3.10.so.1.0" under its top folder, "" if none
+    key: str = ""                          # uv's download key, e.g. "cpython-3.10.19-linux-x86_64-gnu"
+
+    @property
+    def minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "BundledPython":
+        data = _object(data, where)
+        member = _get(data, "member", str, where)
+        if not member.startswith(PYTHON_PREFIX):
+            raise ArtifactRejected("%s.member must lie under %s" % (where, PYTHON_PREFIX))
+        floor = _optional_str(data, "glibc_floor", where)
+        parsed: Optional[Tuple[int, int]] = None
+        if floor:
+            parts = floor.split(".")
+            if len(parts) < 2 or not all(p.isdigit() and len(p) <= 4 for p in parts[:2]):
+                raise ArtifactRejected("%s.glibc_floor must be a version such as 2.17, not %r" % (where, floor[:40]))
+            parsed = (int(parts[0]), int(parts[1]))
+        return cls(member, _get(data, "version", str, where), parsed,
+                   _optional_str(data, "libpython", where) or "", _optional_str(data, "key", where) or "")
+
+    def to_json(self) -> Dict[str, Any]:
+        floor = "%d.%d" % self.glibc_floor if self.glibc_floor else None
+        return {"member": self.member, "version": self.version, "glibc_floor": floor,
+                "libpython": self.libpython, "key": self.key}
+
+
+@dataclass(frozen=True)
 class PackagesMeta:
     """The metadata of offline_packages.zip: locked packages, the uv carried, the app, server, lock digests."""
 
@@ -431,6 +472,7 @@ class PackagesMeta:
     app: Optional[AppRecord] = None
     server: Optional[ServerSpec] = None
     lock_digests: Dict[str, str] = field(default_factory=dict)
+    python: Optional[BundledPython] = None
 
     @classmethod
     def from_json(cls, meta: Mapping[str, Any], where: str) -> "PackagesMeta":
@@ -444,7 +486,9 @@ class PackagesMeta:
         for key, value in digests.items():
             if not isinstance(value, str):
                 raise ArtifactRejected("%s.lock-digests.%s must be a string" % (where, key))
-        return cls(packages, uv, app, server, dict(digests))
+        python = BundledPython.from_json(meta[BundledPython.KEY], "%s.%s" % (where, BundledPython.KEY)) \
+            if meta.get(BundledPython.KEY) is not None else None
+        return cls(packages, uv, app, server, dict(digests), python)
 
     @classmethod
     def from_manifest(cls, manifest: "ArtifactManifest") -> "PackagesMeta":
@@ -461,6 +505,8 @@ class PackagesMeta:
             out["server"] = self.server.to_dict()
         if self.lock_digests:
             out["lock-digests"] = dict(self.lock_digests)
+        if self.python is not None:
+            out[BundledPython.KEY] = self.python.to_json()
         return out
 
 

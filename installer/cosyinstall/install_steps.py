@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cosyinstall import installed as inst
 from cosyinstall.artifact import PACKAGES_ZIP, REQUIREMENTS_REL, SUMS_NAME, UV_REL, WHEELS_DIR, ArtifactManifest, FileEntry
+from cosyinstall.bundledpython import bundled_archive, unpack_bundled
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable, is_disk_full
 from cosyinstall.extract import publish, remove_paths, rmtree, set_mode, stage_items
 from cosyinstall.install_plan import STEPS, FilePlan, Item, app_items, dropped_packages, installed_map, model_items, plan_files
@@ -27,6 +28,7 @@ from cosyinstall.opened_bundle import Bundle, PackagesSource
 from cosyinstall.preflight import Finding
 from cosyinstall.probe import PythonFound
 from cosyinstall.progress import Reporter
+from cosyinstall.python_choice import BundledPython
 from cosyinstall.streams import hash_file
 from cosyinstall.tree import InstallTree
 from cosyinstall.venv import Uv, installed_dists, venv_version
@@ -45,12 +47,15 @@ class Run:
     """Everything one apply under the lock needs."""
 
     def __init__(self, tree: InstallTree, bundle: Bundle, reporter: Reporter,
-                 python: Optional[PythonFound], lock: ApplyLock) -> None:
+                 python: Optional[PythonFound], lock: ApplyLock,
+                 bundled_python: Optional[BundledPython] = None) -> None:
         self.tree = tree
         self.state = Journal(tree)
         self.bundle = bundle
         self.reporter = reporter
         self.python = python
+        # The bundled CPython, when preflight chose it: unpacked from its verified member by the venv step.
+        self.bundled_python = bundled_python
         self.lock = lock
 
     def uv(self, exe: str) -> Uv:
@@ -295,6 +300,9 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     assert source is not None
     state, reporter, tree = run.state, run.reporter, run.tree
     python = run.python
+    bundled = run.bundled_python
+    if python is None and bundled is not None:
+        python = unpack_bundled(bundled_archive(staged.staging, bundled), tree.bundled_python, bundled)
     if python is None:
         raise EnvironmentUnsuitable("no CPython found to build the venv from", "pass one with --python")
     record = inst.venv_record(tree)

@@ -15,6 +15,7 @@ __all__ = [
     "launch_argv",
     "launch_env",
     "find_mpirun",
+    "with_libpython",
 ]
 
 # `--bind-to none` keeps one rank from being pinned to a single core; the server is not an
@@ -45,6 +46,26 @@ def launch_env(tree: InstallTree, environ: Optional[Mapping[str, str]] = None) -
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     return env
+
+
+def with_libpython(env: Dict[str, str], libdir: Optional[str]) -> Dict[str, str]:
+    """`env` with the directory of the venv's libpython3.X.so.1.0 on the loader path.
+
+    TensorRT-LLM's bindings dlopen libpython3.X.so.1.0; the venv's base CPython (the box's or
+    the bundled one under .cosyinstall/python) keeps it in its own lib/, which the loader does
+    not search. It goes after the venv's lib, whose libmpi must win.
+    """
+    if not libdir:
+        return env
+    out = dict(env)
+    parts = [p for p in (out.get("LD_LIBRARY_PATH") or "").split(os.pathsep) if p and p != libdir]
+    at = 1 if parts and parts[0] == venv_lib_of(out) else 0
+    out["LD_LIBRARY_PATH"] = os.pathsep.join(parts[:at] + [libdir] + parts[at:])
+    return out
+
+
+def venv_lib_of(env: Mapping[str, str]) -> str:
+    return os.path.join(env.get("VIRTUAL_ENV", ""), "lib")
 
 
 def launch_argv(

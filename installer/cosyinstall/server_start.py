@@ -11,7 +11,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from cosyinstall.artifact import ServerSpec
 from cosyinstall.errors import EnvironmentUnsuitable
 from cosyinstall.health import port_in_use, who_holds_port
-from cosyinstall.launch import find_mpirun, launch_argv
+from cosyinstall.bundledpython import venv_libpython_dir
+from cosyinstall.launch import find_mpirun, launch_argv, with_libpython
 from cosyinstall.procs import start_time, track_child
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.server_log import marker
@@ -47,6 +48,7 @@ def start_server(
         _refuse_taken_port(chosen_port)
         mpirun = find_mpirun(tree) if chosen == "mpirun" else None
         argv, env = launch_argv(spec, tree, chosen, chosen_port, os.environ, mpirun)
+        env = with_libpython(env, venv_libpython_dir(tree.venv))  # TensorRT-LLM dlopens libpython3.X.so.1.0
         proc, offset = _spawn(tree, argv, env, chosen, chosen_port)
         write_record(tree, _new_record(proc, argv, env, spec, chosen, chosen_port, offset))
     reporter.info(

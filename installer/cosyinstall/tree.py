@@ -123,6 +123,11 @@ class InstallTree:
         return self.state_path("bin", "uv")
 
     @property
+    def bundled_python(self) -> str:
+        """Where the bundled CPython is unpacked, one folder per version."""
+        return self.state_path("python")
+
+    @property
     def uv_cache(self) -> str:
         """uv's cache: on the same filesystem as the venv, so uv can link instead of copy."""
         return self.state_path("uv-cache")
