@@ -34,6 +34,7 @@ from cosyinstall.names import check_member_mode, check_member_name
 from cosyinstall.progress import Reporter
 from cosyinstall.streams import copy_verified, hash_file
 from cosyinstall.venv import uv_env, venv_python
+from cosyinstall.zipread import open_zip
 
 __all__ = ["apply_model_steps", "STATE_NAME", "MODELS_DIR"]
 
@@ -242,7 +243,7 @@ def _unzip(root: str, tmp: str, rel: str, known: _Known, before: Optional[Dict[s
     base = posixpath.dirname(rel)
     produced: Dict[str, int] = {}
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:  # zipcheck: the same checks as the artifacts
             infos = archive.infolist()
             with reporter.task("unzipping %s" % rel, sum(i.file_size for i in infos)) as task:
                 for info in infos:
