@@ -17,6 +17,7 @@ from cosybuild.profile import Profile
 from cosybuild.resolve import LockedFile, choose_file, compile_pylock, locate, locked_file, resolve
 from cosybuild.sdists import BuiltWheel, build_sdists
 from cosybuild.uvtool import uv_version
+from cosybuild.wheelcheck import check_wheels
 
 __all__ = ["lock_packages", "package_members", "fetch_locked", "file_member"]
 
@@ -88,6 +89,7 @@ def package_members(profile: Profile, lock: Lock, cache: Cache, work: Path, repo
     paths = fetch_locked(profile, lock.packages + [uv_file], cache, reporter)
     wheels = [f for f in lock.packages if f.is_wheel]
     built = build_sdists(profile, [f for f in lock.packages if not f.is_wheel], paths, cache, work / "sdists", reporter)
+    check_wheels([(paths[f.sha256], f.sha256) for f in wheels + [uv_file]] + [(b.path, b.sha256) for b in built], cache.root / "wheelchecks")
     members = [Member("wheels/" + f.filename, str(paths[f.sha256]), f.size, f.sha256) for f in wheels]
     members += [Member("wheels/" + b.filename, str(b.path), b.size, b.sha256) for b in built]
     members.append(file_member("uv/uv", _extract_uv(paths[uv_file.sha256], work / "uv"), executable=True))

@@ -18,7 +18,7 @@ from cosyinstall.errors import ArtifactRejected
 from cosyinstall.names import check_member_mode, check_member_name, fold, legacy_name
 from cosyinstall.tree import MODELS_NAME
 from cosyinstall.zipraw import check_readable
-from cosyinstall.zipread import ZipReader
+from cosyinstall.zipread import ZipReader, checked
 
 __all__ = [
     "HandmadeReader",
@@ -121,11 +121,11 @@ class HandmadeReader(ZipReader):
 
     handmade = True
 
-    def __init__(self, path: str, kind: str, archive: zipfile.ZipFile) -> None:
+    def __init__(self, path: str, kind: str, archive: object) -> None:
         self.path = path
         self.label = os.path.basename(path)
         self.kind = kind
-        self.zip = archive
+        self.zip = checked(path, archive)
         try:
             self.members = self._scan()
         except BaseException:

@@ -32,6 +32,7 @@ from cosyinstall.python_choice import BundledPython
 from cosyinstall.streams import hash_file
 from cosyinstall.tree import InstallTree
 from cosyinstall.venv import Uv, installed_dists, venv_version
+from cosyinstall.zipread import open_zip
 
 __all__ = ["Run", "todo", "install", "after_failure", "uv_row"]
 
@@ -235,12 +236,12 @@ def _stage_venv(run: Run) -> Staged:
 def _uv_from_wheel(wheel: str, dest: str) -> None:
     """The uv binary inside uv's own wheel (<name>.data/scripts/uv)."""
     try:
-        with zipfile.ZipFile(wheel) as archive:
+        with open_zip(wheel) as archive:  # a hand-made upload's wheel: the same structural checks
             names = [n for n in archive.namelist() if n.endswith(".data/scripts/uv")]
             if not names:
                 return
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            with archive.open(names[0]) as src, open(dest, "wb") as out:
+            with archive.open(archive.getinfo(names[0])) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, 1024 * 1024)
     except (zipfile.BadZipFile, OSError) as exc:
         if is_disk_full(exc):

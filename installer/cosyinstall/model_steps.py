@@ -31,6 +31,8 @@ from cosyinstall.progress import Reporter
 from cosyinstall.streams import copy_verified, hash_file
 from cosyinstall.tree import InstallTree
 from cosyinstall.venv import Uv
+from cosyinstall.zipcheck import CheckedZip
+from cosyinstall.zipread import open_zip
 
 __all__ = ["apply_model_steps"]
 
@@ -145,7 +147,7 @@ def _unzip(root: str, tmp: str, rel: str, known: _Known, before: Optional[Dict[s
     base = posixpath.dirname(rel)
     produced: Dict[str, int] = {}
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:  # the same structural checks as the artifacts
             infos = archive.infolist()
             with reporter.task("unzipping %s" % rel, sum(i.file_size for i in infos)) as task:
                 for info in infos:
@@ -187,7 +189,7 @@ def _member_target(info: zipfile.ZipInfo, path: str, base: str) -> Optional[str]
     return posixpath.join(base, name) if base else name
 
 
-def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: str, tmp: str, what: str,
+def _extract_member(archive: CheckedZip, info: zipfile.ZipInfo, target: str, tmp: str, what: str,
                     advance: Any) -> None:
     """One archive member to `target`, streamed, bounded by its declared size; zipfile checks its CRC."""
     executable = bool((info.external_attr >> 16) & 0o111)

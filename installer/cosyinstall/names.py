@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
+from typing import Optional
 
 __all__ = [
     "check_member_name",
@@ -11,38 +12,55 @@ __all__ = [
     "check_raw_name",
     "fold",
     "legacy_name",
+    "unsafe_reason",
+    "PATH_MAX_BYTES",
+    "DEPTH_MAX",
 ]
 
 # Longest single path component most Linux filesystems accept.
 _NAME_MAX = 255
+# A whole member name, and its depth: the real bundle's longest names are under 300 bytes and 12
+# folders deep; the limits keep a hostile name from reaching PATH_MAX under --to or exhausting
+# recursion in anything that walks the tree (a 2,494-folder name once did).
+PATH_MAX_BYTES = 1024
+DEPTH_MAX = 128
 _UTF8_FLAG = 0x800
 _UNIX = 3
+
+
+def unsafe_reason(name: str) -> Optional[str]:
+    """Why `name` is not a plain relative POSIX path inside the tree, or None if it is."""
+    if not name or name.endswith("/"):
+        return "empty or a directory"
+    if "\x00" in name:
+        return "NUL byte"
+    if "\\" in name:
+        return "backslash"
+    if name.startswith("/"):
+        return "absolute path"
+    if len(name) >= 2 and name[1] == ":":
+        return "drive letter"
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "'..', '.' or empty path component"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "control character"
+    if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts):
+        return "a path component longer than %d bytes" % _NAME_MAX
+    if len(name.encode("utf-8", "surrogateescape")) > PATH_MAX_BYTES:
+        return "longer than %d bytes" % PATH_MAX_BYTES
+    if len(parts) > DEPTH_MAX:
+        return "more than %d folders deep" % DEPTH_MAX
+    return None
 
 
 def check_member_name(name: str, where: str) -> None:
     """Raise ArtifactRejected unless `name` is a plain relative POSIX path inside the tree."""
     from cosyinstall.errors import ArtifactRejected
 
-    def bad(why: str) -> ArtifactRejected:
-        return ArtifactRejected("%s holds an unsafe member name %r (%s)" % (where, name, why))
-
-    if not name or name.endswith("/"):
-        raise bad("empty or a directory")
-    if "\x00" in name:
-        raise bad("NUL byte")
-    if "\\" in name:
-        raise bad("backslash")
-    if name.startswith("/"):
-        raise bad("absolute path")
-    if len(name) >= 2 and name[1] == ":":
-        raise bad("drive letter")
-    parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise bad("'..', '.' or empty path component")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise bad("control character")
-    if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts):
-        raise bad("a path component longer than %d bytes" % _NAME_MAX)
+    why = unsafe_reason(name)
+    if why is not None:
+        raise ArtifactRejected("%s holds an unsafe member name %r (%s)" % (where, name, why))
 
 
 def check_raw_name(info: zipfile.ZipInfo, where: str) -> None:

@@ -17,26 +17,40 @@ from cosyinstall.artifact import MANIFEST_NAME, ArtifactManifest, FileEntry
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.names import check_member_mode, check_member_name, check_raw_name, fold
 from cosyinstall.streams import copy_verified
-from cosyinstall.zipraw import check_readable, open_member
+from cosyinstall.zipcheck import CheckedZip, check_zip
+from cosyinstall.zipraw import DEFLATE64, check_readable, open_member
 
-__all__ = ["ArtifactReader", "MANIFEST_LIMIT", "ZIP_ERRORS", "ZipReader", "has_manifest", "member_time", "open_zip"]
+__all__ = ["ArtifactReader", "MANIFEST_LIMIT", "ZIP_ERRORS", "ZipReader", "checked", "has_manifest", "member_time", "open_zip"]
 
 MANIFEST_LIMIT = 256 * 1024 * 1024
 # What zipfile raises on damaged data inside a member (bad CRC, broken deflate stream).
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
 
-def open_zip(path: str) -> zipfile.ZipFile:
-    """Open a zip's central directory, or say in one sentence why it cannot be read."""
+def open_zip(path: str) -> CheckedZip:
+    """Open a zip through zipcheck (structure, local headers, bounds), or say in one sentence why not.
+
+    Every reader of an artifact, a hand-made zip or an archive inside one opens it here, so
+    no zip is read that the installer has not checked itself.
+    """
     try:
-        return zipfile.ZipFile(path)
+        return check_zip(path)
     except FileNotFoundError:
         raise ArtifactRejected("%s is missing" % path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except OSError as exc:
         raise ArtifactRejected(
             "%s is not a readable zip (%s); it is probably truncated or corrupt" % (path, exc),
             "upload it again and compare its size with the one in SHA256SUMS",
         )
+
+
+def checked(path: str, archive: Optional[object]) -> CheckedZip:
+    """`archive` if zipcheck made it; anything else (a zipfile.ZipFile) is closed and re-opened checked."""
+    if isinstance(archive, CheckedZip):
+        return archive
+    if archive is not None:
+        archive.close()  # type: ignore[attr-defined]
+    return open_zip(path)
 
 
 def member_time(info: zipfile.ZipInfo) -> float:
@@ -47,7 +61,7 @@ def member_time(info: zipfile.ZipInfo) -> float:
         return 315532800.0  # 1980-01-01, the earliest a zip can say
 
 
-def has_manifest(archive: zipfile.ZipFile) -> bool:
+def has_manifest(archive: CheckedZip) -> bool:
     return any(info.filename == MANIFEST_NAME for info in archive.infolist())
 
 
@@ -63,7 +77,7 @@ class ZipReader:
 
     path: str
     label: str
-    zip: zipfile.ZipFile
+    zip: CheckedZip
 
     def _info(self, key: str) -> zipfile.ZipInfo:
         raise NotImplementedError
@@ -116,10 +130,10 @@ class ArtifactReader(ZipReader):
 
     handmade = False
 
-    def __init__(self, path: str, expected_kind: Optional[str] = None, archive: Optional[zipfile.ZipFile] = None) -> None:
+    def __init__(self, path: str, expected_kind: Optional[str] = None, archive: Optional[object] = None) -> None:
         self.path = path
         self.label = os.path.basename(path)
-        self.zip = archive if archive is not None else open_zip(path)
+        self.zip = checked(path, archive)
         try:
             self.manifest = self._read_manifest()
             if expected_kind is not None and self.manifest.kind != expected_kind:
@@ -176,6 +190,11 @@ class ArtifactReader(ZipReader):
                 raise ArtifactRejected("%s holds the member %s twice" % (self.path, name))
             folded[fold(name)] = name
             check_readable(info, self.path)
+            if info.compress_type == DEFLATE64:
+                raise ArtifactRejected(
+                    "%s: member %s is Deflate64, which cosybuild never writes" % (self.path, name),
+                    "build the artifact again with cosybuild pack",
+                )
             if name not in listed:
                 raise ArtifactRejected(
                     "%s holds %s, which its manifest does not list" % (self.path, name)
