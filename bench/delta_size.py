@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "installer"))
 sys.path.insert(0, str(REPO / "builder"))
 
-from cosyinstall.artifact import MANIFEST_NAME, PACKAGES_ZIP, ArtifactManifest  # noqa: E402
+from cosyinstall.artifact import PACKAGES_ZIP, ArtifactManifest  # noqa: E402
 from cosyinstall.progress import human_bytes  # noqa: E402
 from cosyinstall.sums import read_sums  # noqa: E402
 from cosyinstall.zipread import ArtifactReader  # noqa: E402
@@ -83,7 +83,8 @@ def packages(dist: Path, spec: str, work: Path) -> bool:
     shutil.copyfile(wheel, members_dir / new_wheel)
     requirements = members_dir / "requirements.txt"
     lines = requirements.read_text().splitlines(True)
-    lines = ["%s==%s --hash=sha256:%s\n" % (name, version, digest) if l.startswith(name + "==") else l for l in lines]
+    lines = ["%s==%s --hash=sha256:%s\n" % (name, version, digest) if line.startswith(name + "==") else line
+             for line in lines]
     requirements.write_text("".join(lines))
     meta["packages"] = [dict(p, version=version, filename=wheel.name, sha256=digest) if p["name"] == name else p
                         for p in meta["packages"]]
