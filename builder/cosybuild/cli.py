@@ -72,12 +72,14 @@ def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
 @click.option("--out", "out", default="dist", type=click.Path(file_okay=False, path_type=Path), show_default=True,
               help="Directory for the artifacts.")
 @click.option("--only", type=click.Choice(["packages", "models"]), help="Pack one artifact alone.")
-def pack(manifest: str | None, out: Path, only: str | None) -> None:
+@click.option("--since", type=click.Path(file_okay=False, path_type=Path),
+              help="An old dist already applied on the box: write delta artifacts holding only what it lacks.")
+def pack(manifest: str | None, out: Path, only: str | None, since: Path | None) -> None:
     """Fetch what MANIFEST's lock pins and write the artifacts into OUT."""
     from cosybuild.pack import pack as do_pack
     from cosybuild.profile import load_profile
 
-    result = do_pack(load_profile(manifest), out, Reporter(stream=sys.stderr), only)
+    result = do_pack(load_profile(manifest), out, Reporter(stream=sys.stderr), only, since=since)
     for path in result.written:
         click.echo("wrote %s (%s)" % (path, human_bytes(path.stat().st_size)))
 
@@ -85,12 +87,20 @@ def pack(manifest: str | None, out: Path, only: str | None) -> None:
 @cli.command()
 @_debug
 @click.argument("directory", default="dist", type=click.Path(path_type=Path))
-def verify(directory: Path) -> None:
+@click.option("--base", type=click.Path(file_okay=False, path_type=Path),
+              help="The old dist a delta in DIRECTORY was packed --since: check the delta against it.")
+def verify(directory: Path, base: Path | None) -> None:
     """Re-check the artifacts written in DIRECTORY."""
     from cosybuild.verify import verify_dir
 
-    for line in verify_dir(directory, Reporter(stream=sys.stderr)):
+    reporter = Reporter(stream=sys.stderr)
+    for line in verify_dir(directory, reporter):
         click.echo(line)
+    if base is not None:
+        from cosybuild.deltabase import check_delta, read_base
+
+        for line in check_delta(directory, read_base(base, reporter)):
+            click.echo(line)
     click.echo("%s: all artifacts verified" % directory)
 
 

@@ -11,7 +11,7 @@ from cosyinstall.errors import ArtifactRejected, UsageError
 from cosyinstall.progress import Reporter
 from cosyinstall.streams import hash_file
 from cosyinstall.sums import format_sums, read_sums
-from cosyinstall.zipwrite import write_artifact
+from cosyinstall.zipwrite import DeltaSpec, write_artifact
 
 from cosybuild.appsource import export_app
 from cosybuild.cache import Cache
@@ -22,6 +22,7 @@ from cosybuild.packages import file_member, package_members
 from cosybuild.profile import Profile
 from cosybuild.pythonbundle import bundled_python_members
 from cosybuild.pyz import build_pyz
+from cosybuild.deltabase import read_base
 from cosybuild.dirwalk import walk_tree
 
 __all__ = ["PackResult", "pack", "ONLY"]
@@ -44,7 +45,8 @@ def _target(profile: Profile) -> dict:
     return target
 
 
-def _pack_packages(profile: Profile, lock: Lock, cache: Cache, work: Path, out: Path, reporter: Reporter) -> Path:
+def _pack_packages(profile: Profile, lock: Lock, cache: Cache, work: Path, out: Path, reporter: Reporter,
+                   delta: DeltaSpec | None = None) -> Path:
     members, meta = package_members(profile, lock, cache, work, reporter)
     app_root = export_app(profile, lock.app, work)
     members += [file_member("app/" + rel, full, executable) for rel, full, executable in walk_tree(app_root)]
@@ -53,14 +55,15 @@ def _pack_packages(profile: Profile, lock: Lock, cache: Cache, work: Path, out: 
     typed = replace(PackagesMeta.from_json(meta, PACKAGES_ZIP), app=AppRecord.from_json(lock.app, "the lock's app"),
                     server=profile.server, lock_digests=dict(lock.digests), python=python)
     path = out / PACKAGES_ZIP
-    write_artifact(str(path), "packages", profile.name, _target(profile), members, typed.to_json(), reporter)
+    write_artifact(str(path), "packages", profile.name, _target(profile), members, typed.to_json(), reporter, delta)
     return path
 
 
-def _pack_models(profile: Profile, lock: Lock, cache: Cache, work: Path, out: Path, reporter: Reporter) -> Path:
+def _pack_models(profile: Profile, lock: Lock, cache: Cache, work: Path, out: Path, reporter: Reporter,
+                 delta: DeltaSpec | None = None) -> Path:
     members, meta = model_members(profile, lock, cache, work, reporter)
     path = out / MODELS_ZIP
-    write_artifact(str(path), "models", profile.name, _target(profile), members, meta, reporter)
+    write_artifact(str(path), "models", profile.name, _target(profile), members, meta, reporter, delta)
     return path
 
 
@@ -87,9 +90,16 @@ def _write_sums(out: Path, names: list[str], reporter: Reporter) -> Path:
     return sums
 
 
-def pack(profile: Profile, out: Path, reporter: Reporter, only: str | None = None, cache: Cache | None = None) -> PackResult:
+def pack(profile: Profile, out: Path, reporter: Reporter, only: str | None = None, cache: Cache | None = None,
+         since: Path | None = None) -> PackResult:
+    """Write the artifacts; with `since` (an old dist), delta artifacts holding only what it lacks."""
     if only is not None and only not in ONLY:
         raise UsageError("--only must be one of %s" % ", ".join(ONLY))
+    delta = None
+    if since is not None:
+        if since.resolve() == out.resolve():
+            raise UsageError("--since %s is the output folder; write the delta into another --out" % since)
+        delta = read_base(since, reporter).spec()
     lock, lock_path, locked_now = ensure_lock(profile, sections_for(only))
     if locked_now:
         reporter.info("locked %s (%s) -> %s" % (profile.name, ", ".join(locked_now), lock_path))
@@ -100,9 +110,9 @@ def pack(profile: Profile, out: Path, reporter: Reporter, only: str | None = Non
         work = Path(tmp)
         (work / "models").mkdir()
         if only in (None, "packages"):
-            result.written.append(_pack_packages(profile, lock, cache, work, out, reporter))
+            result.written.append(_pack_packages(profile, lock, cache, work, out, reporter, delta))
         if only in (None, "models"):
-            result.written.append(_pack_models(profile, lock, cache, work / "models", out, reporter))
+            result.written.append(_pack_models(profile, lock, cache, work / "models", out, reporter, delta))
     result.written.append(build_pyz(out / PYZ_NAME))
     result.written.append(_write_sums(out, [p.name for p in result.written], reporter))
     return result

@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 from cosyinstall import installed as inst
 from cosyinstall.artifact import ServerSpec
 from cosyinstall.bundledpython import python_choice_for
+from cosyinstall.delta_source import delta_findings
 from cosyinstall.errors import ArtifactRejected, DiskFull, EnvironmentUnsuitable, is_disk_full
 from cosyinstall.install_plan import STEPS
 from cosyinstall.install_steps import Run, after_failure, install as install_steps, todo, uv_row
@@ -88,6 +89,7 @@ def _preflight(bundle: Bundle, journal: Journal, opts: Options, everything: bool
     if not any(f.code == ArtifactRejected.exit_code and not f.ok for f in findings):
         try:
             todo_steps = todo(bundle, journal)
+            findings += delta_findings(bundle, opts.tree, todo_steps)
         except ArtifactRejected as exc:
             findings.append(artifact_failure("artifacts", exc))
     judged = todo_steps

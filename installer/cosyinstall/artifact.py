@@ -31,6 +31,8 @@ __all__ = [
     "REQUIREMENTS_REL",
     "PYTHON_PREFIX",
     "BundledPython",
+    "DELTA_FORMAT",
+    "DeltaBase",
     "FileEntry",
     "ServerSpec",
     "ArtifactManifest",
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 FORMAT = "cosy-offline/1"
+# A delta artifact: an installer that knows only FORMAT refuses it with "uses format ...-delta,
+# which this cosyinstall cannot read" instead of taking its missing members for damage.
+DELTA_FORMAT = "cosy-offline/1-delta"
 MANIFEST_NAME = "MANIFEST.json"
 KINDS = ("packages", "models")
 
@@ -184,7 +189,7 @@ class ArtifactManifest:
         fmt = data.get("format")
         if not isinstance(fmt, str) or not fmt.startswith("cosy-offline/"):
             raise ArtifactRejected("%s has no cosy-offline format marker" % where)
-        if fmt != FORMAT:
+        if fmt not in (FORMAT, DELTA_FORMAT):
             raise ArtifactRejected(
                 "%s uses format %s, which this cosyinstall (%s) cannot read" % (where, fmt, FORMAT),
                 "use the cosyinstall.pyz shipped with that build",
@@ -221,6 +226,13 @@ class ArtifactManifest:
             if key in seen:
                 raise ArtifactRejected("%s lists %s twice" % (where, entry.path))
             seen.add(key)
+        delta = self.delta()
+        if (delta is not None) != (self.format == DELTA_FORMAT):
+            raise ArtifactRejected("%s: format %s does not match its %s record" % (where, self.format, DeltaBase.KEY))
+        if delta is not None:
+            for path in delta.on_box:
+                if path.lower() not in seen:
+                    raise ArtifactRejected("%s.%s lists %s, which is not a member" % (where, DeltaBase.KEY, path))
         # The metadata is read here too, so a bad record stops the install before anything is written.
         if self.kind == "models":
             ModelsMeta.from_manifest(self)
@@ -246,6 +258,26 @@ class ArtifactManifest:
     @property
     def total_size(self) -> int:
         return sum(e.size for e in self.files)
+
+    def delta(self) -> Optional["DeltaBase"]:
+        """The delta record of a delta artifact (None for a full one)."""
+        raw = self.meta.get(DeltaBase.KEY)
+        return None if raw is None else DeltaBase.from_json(raw, "%s %s" % (self.name, DeltaBase.KEY))
+
+    def stored_files(self) -> Tuple[FileEntry, ...]:
+        """The members the zip itself holds: all of them, less a delta's members expected on the box."""
+        delta = self.delta()
+        if delta is None:
+            return self.files
+        on_box = set(delta.on_box)
+        return tuple(e for e in self.files if e.path not in on_box)
+
+    def full(self) -> "ArtifactManifest":
+        """The manifest the full artifact of the same build carries (a delta's without its delta record)."""
+        if self.format == FORMAT:
+            return self
+        meta = {k: v for k, v in self.meta.items() if k != DeltaBase.KEY}
+        return ArtifactManifest(self.kind, self.name, self.target, self.files, meta, FORMAT)
 
     def server(self) -> Optional[ServerSpec]:
         raw = self.meta.get("server")
@@ -461,6 +493,36 @@ class BundledPython:
         floor = "%d.%d" % self.glibc_floor if self.glibc_floor else None
         return {"member": self.member, "version": self.version, "glibc_floor": floor,
                 "libpython": self.libpython, "key": self.key}
+
+
+@dataclass(frozen=True)
+class DeltaBase:
+    """What a delta artifact leaves out (`delta` in its manifest): members expected on the box, and its base.
+
+    `on_box` are member paths whose content (by the sha256 its entry lists) the box already has
+    from the base bundle; `base` maps each artifact file of the base bundle to its sha256 as the
+    base's SHA256SUMS lists it.
+    """
+
+    KEY = "delta"
+
+    base: Dict[str, str]
+    on_box: Tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "DeltaBase":
+        data = _object(data, where)
+        base = _object(_get(data, "base", dict, where), "%s.base" % where)
+        for name, digest in base.items():
+            if not isinstance(digest, str) or not _HEX64.match(digest):
+                raise ArtifactRejected("%s.base.%s must be 64 lowercase hex digits" % (where, name))
+        on_box = _get(data, "on-box", list, where)
+        if not all(isinstance(p, str) for p in on_box):
+            raise ArtifactRejected("%s.on-box must be a list of member paths" % where)
+        return cls(dict(base), tuple(on_box))
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"base": dict(sorted(self.base.items())), "on-box": sorted(self.on_box)}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from cosyinstall import installed as inst
 from cosyinstall.artifact import PACKAGES_ZIP, REQUIREMENTS_REL, SUMS_NAME, UV_REL, WHEELS_DIR, ArtifactManifest, FileEntry
 from cosyinstall.bundledpython import bundled_archive, unpack_bundled
+from cosyinstall.delta_source import keep_venv_files, staging_reader
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable, is_disk_full
 from cosyinstall.extract import publish, remove_paths, rmtree, set_mode, stage_items
 from cosyinstall.install_plan import STEPS, FilePlan, Item, app_items, dropped_packages, installed_map, model_items, plan_files
@@ -194,7 +195,7 @@ def _on_disk(root: str) -> Tuple[Callable[[str], Optional[int]], Callable[[str],
     return size, digest
 
 
-def _stage_files(run: Run, step: str, reader: Any, items: List[Item], installed: List[Item],
+def _stage_files(run: Run, step: str, source: Any, items: List[Item], installed: List[Item],
                  root: str) -> Staged:
     pending = run.state.pending(step)
     size, digest = _on_disk(root)
@@ -202,7 +203,8 @@ def _stage_files(run: Run, step: str, reader: Any, items: List[Item], installed:
     plan = plan_files(items, installed_map(installed), size, digest, pending is not None, old_paths)
     staging = run.tree.staging(step)
     rmtree(staging)
-    written = stage_items(reader, plan.write, staging, run.reporter)
+    with staging_reader(run.tree, run.bundle.from_dir, source, [step]) as reader:
+        written = stage_items(reader, plan.write, staging, run.reporter)
     return Staged(plan, written, staging)
 
 
@@ -210,14 +212,14 @@ def _stage_app(run: Run) -> Staged:
     source = run.bundle.packages
     assert source is not None
     old = inst.installed_manifest(run.tree, "packages")
-    return _stage_files(run, "app", source.reader, source.app_items(), app_items(old), run.tree.app)
+    return _stage_files(run, "app", source, source.app_items(), app_items(old), run.tree.app)
 
 
 def _stage_models(run: Run) -> Staged:
     source = run.bundle.models
     assert source is not None
     old = inst.installed_manifest(run.tree, "models")
-    return _stage_files(run, "models", source.reader, source.items(), model_items(old), run.tree.models)
+    return _stage_files(run, "models", source, source.items(), model_items(old), run.tree.models)
 
 
 def _stage_venv(run: Run) -> Staged:
@@ -226,7 +228,8 @@ def _stage_venv(run: Run) -> Staged:
     staging = run.tree.staging("venv")
     rmtree(staging)
     items = source.venv_items()
-    written = stage_items(source.reader, items, staging, run.reporter)
+    with staging_reader(run.tree, run.bundle.from_dir, source, ["venv"]) as reader:
+        written = stage_items(reader, items, staging, run.reporter)
     uv_wheel = source.uv_wheel_rel()
     if not source.has(UV_REL) and uv_wheel is not None:
         _uv_from_wheel(os.path.join(staging, uv_wheel), os.path.join(staging, UV_REL))
@@ -346,9 +349,12 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     })
     if source.manifest is not None:
         inst.write_manifest(tree, "packages", source.manifest)
-    rmtree(staged.staging)
     rmtree(tree.uv_cache)
     state.finish("venv", digest)
+    if source.manifest is not None:
+        keep_venv_files(tree, staged.staging)  # after finish: a crash leaves the older base, never a partial one
+    else:
+        rmtree(staged.staging)
 
 
 # -- per-model steps (model_steps.py) -------------------------------------------------------

@@ -37,7 +37,8 @@ class _Source:
         self.handmade = reader.handmade
         self.label = reader.label
         self.path = reader.path
-        self.manifest: Optional[ArtifactManifest] = None if self.handmade else reader.manifest  # type: ignore[union-attr]
+        # A delta's manifest as its full artifact carries it: the steps install and record the full bundle.
+        self.manifest: Optional[ArtifactManifest] = None if self.handmade else reader.manifest.full()  # type: ignore[union-attr]
 
 
 class PackagesSource(_Source):
@@ -171,6 +172,7 @@ class Bundle:
     """The opened artifacts of one upload folder, with one table row per artifact."""
 
     def __init__(self, from_dir: str, verified: Dict[str, Any], reporter: Reporter) -> None:
+        self.from_dir = from_dir
         self.packages: Optional[PackagesSource] = None
         self.models: Optional[ModelsSource] = None
         self.findings: List[Finding] = []

@@ -133,6 +133,11 @@ class InstallTree:
         return self.state_path("uv-cache")
 
     @property
+    def kept_venv_files(self) -> str:
+        """The last finished venv step's wheels, requirements and CPython archive: a later delta's base."""
+        return self.state_path("venv-files")
+
+    @property
     def venv_record(self) -> str:
         return self.state_path("venv.json")
 

@@ -170,7 +170,8 @@ class ArtifactReader(ZipReader):
         return ArtifactManifest.from_bytes(raw, "%s in %s" % (MANIFEST_NAME, self.label))
 
     def _check_directory(self) -> Dict[str, zipfile.ZipInfo]:
-        listed = self.manifest.by_path()
+        # A delta's members expected on the box are listed but not stored: here they are unlisted.
+        listed = {e.path: e for e in self.manifest.stored_files()}
         found: Dict[str, zipfile.ZipInfo] = {}
         folded: Dict[str, str] = {}
         for info in self.zip.infolist():
@@ -229,4 +230,4 @@ class ArtifactReader(ZipReader):
         return self.infos[key]
 
     def _checked_members(self) -> Iterable[Tuple[str, int, Optional[str]]]:
-        return ((e.path, e.size, e.sha256) for e in self.manifest.files)
+        return ((e.path, e.size, e.sha256) for e in self.manifest.stored_files())
