@@ -56,7 +56,8 @@ def next_stamp(name: str, manifest: Path, lock: Path, sequence: int | None = Non
     path = state_file()
     known = _load(path).get(name)
     known = known if isinstance(known, dict) else {}
-    last = known.get("sequence") if isinstance(known.get("sequence"), int) else 0
+    recorded = known.get("sequence")
+    last = recorded if isinstance(recorded, int) else 0
     inputs = _inputs_digest(manifest, lock)
     if sequence is not None:
         if sequence < 1:
