@@ -74,14 +74,23 @@ def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
 @click.option("--only", type=click.Choice(["packages", "models"]), help="Pack one artifact alone.")
 @click.option("--since", type=click.Path(file_okay=False, path_type=Path),
               help="An old dist already applied on the box: write delta artifacts holding only what it lacks.")
-def pack(manifest: str | None, out: Path, only: str | None, since: Path | None) -> None:
+@click.option("--sign", "sign", metavar="KEY", help="Sign SHA256SUMS with this SSH key (ssh-keygen -Y sign) into "
+              "SHA256SUMS.sig; a .pub whose private key is in ssh-agent works too.")
+@click.option("--sequence", type=click.IntRange(min=1), help="Set the build sequence (default: the last one, plus "
+              "one when the manifest or lock changed).")
+def pack(manifest: str | None, out: Path, only: str | None, since: Path | None, sign: str | None,
+         sequence: int | None) -> None:
     """Fetch what MANIFEST's lock pins and write the artifacts into OUT."""
     from cosybuild.pack import pack as do_pack
     from cosybuild.profile import load_profile
 
-    result = do_pack(load_profile(manifest), out, Reporter(stream=sys.stderr), only, since=since)
+    result = do_pack(load_profile(manifest), out, Reporter(stream=sys.stderr), only, since=since, sign=sign,
+                     sequence=sequence)
     for path in result.written:
         click.echo("wrote %s (%s)" % (path, human_bytes(path.stat().st_size)))
+    if result.stamp is not None:
+        click.echo("build %d of %s, id %s%s" % (result.stamp.sequence, result.stamp.name, result.stamp.build_id,
+                                               ", signed" if sign else ""))
 
 
 @cli.command()

@@ -19,6 +19,8 @@ from typing import List, Optional, Tuple
 
 from cosyinstall import installed as inst
 from cosyinstall.artifact import ServerSpec
+from cosyinstall.bundle_signature import signature_gate
+from cosyinstall.buildstamp import BuildStamp
 from cosyinstall.bundledpython import python_choice_for
 from cosyinstall.delta_source import delta_findings
 from cosyinstall.errors import ArtifactRejected, DiskFull, EnvironmentUnsuitable, is_disk_full
@@ -31,6 +33,7 @@ from cosyinstall.probe import gather
 from cosyinstall.python_choice import Choice
 from cosyinstall.progress import Reporter
 from cosyinstall.tree import InstallTree
+from cosyinstall.trust import record_installed
 
 __all__ = ["Options", "Prepared", "Outcome", "check", "prepare", "install", "STEPS"]
 
@@ -43,6 +46,7 @@ class Options:
     tree: InstallTree
     python: Optional[str] = None
     wait_lock: bool = False
+    allow_downgrade: bool = False
 
 
 @dataclass
@@ -115,7 +119,7 @@ def check(opts: Options, reporter: Reporter) -> List[Finding]:
     try:
         _warn_handmade(bundle, reporter)
         findings, _steps, _python = _preflight(bundle, journal, opts, everything=True)
-        return findings
+        return _signed(bundle, opts)[0] + findings
     finally:
         bundle.close()
 
@@ -142,7 +146,9 @@ class Prepared:
         self.lock = ApplyLock(opts.tree, wait=opts.wait_lock, on_wait=reporter.info)
         # Whether --to held an install (or anything) before: a failed first install removes all it made.
         self.existed = os.path.exists(self.tree.root)
-        self.fresh = not inst.anything_installed(self.tree) and (not self.existed or _only_state(self.tree))
+        self.fresh = not inst.anything_installed(self.tree) and (not self.existed or _only_state(self.tree)) \
+            and not os.path.exists(self.tree.trusted_keys)  # a failed first install must not forget the trust
+        self.build: Optional[BuildStamp] = None  # the signed build, recorded once installed
 
     @property
     def blocked(self) -> bool:
@@ -170,13 +176,21 @@ def prepare(opts: Options, reporter: Reporter) -> Prepared:
     try:
         _warn_handmade(bundle, reporter)
         findings, steps, python = _preflight(bundle, journal, opts, everything=False)
-        prepared = Prepared(opts, reporter, bundle, findings, steps, python)
+        signed, stamp = _signed(bundle, opts)
+        prepared = Prepared(opts, reporter, bundle, signed + findings, steps, python)
+        prepared.build = stamp
         if not prepared.blocked:
             _take_lock(prepared)
     except BaseException:
         bundle.close()
         raise
     return prepared
+
+
+def _signed(bundle: Bundle, opts: Options) -> Tuple[List[Finding], Optional[BuildStamp]]:
+    """The signature row (first, so a refused signature is the failure shown) and the accepted build."""
+    gate = signature_gate(opts.from_dir, opts.tree, bundle, opts.allow_downgrade)
+    return ([gate.finding] if gate.finding is not None else []), gate.stamp
 
 
 def _take_lock(prepared: Prepared) -> None:
@@ -219,6 +233,8 @@ def install(prepared: Prepared) -> Outcome:
             raise
         finally:
             reporter.log = None
+    if prepared.build is not None:
+        record_installed(tree, prepared.build)
     manifest = inst.installed_manifest(tree, "packages")
     outcome.server = manifest.server() if manifest is not None else None
     return outcome

@@ -24,6 +24,9 @@ __all__ = [
     "MODELS_ZIP",
     "PYZ_NAME",
     "SUMS_NAME",
+    "SIG_NAME",
+    "SIG_NAMESPACE",
+    "BUILD_ID_KEY",
     "KIND_OF",
     "APP_PREFIX",
     "WHEELS_DIR",
@@ -59,6 +62,9 @@ PACKAGES_ZIP = "offline_packages.zip"
 MODELS_ZIP = "pretrained_models.zip"
 PYZ_NAME = "cosyinstall.pyz"
 SUMS_NAME = "SHA256SUMS"
+SIG_NAME = "SHA256SUMS.sig"                 # `ssh-keygen -Y sign` of SHA256SUMS's bytes
+SIG_NAMESPACE = "cosy-offline-bundle@v1"    # the -n of that signature: a bundle signature, nothing else
+BUILD_ID_KEY = "build-id"                   # MANIFEST.json: the build this artifact belongs to
 KIND_OF = {PACKAGES_ZIP: "packages", MODELS_ZIP: "models"}
 
 # Members of offline_packages.zip (a models zip holds one directory per model).
@@ -278,6 +284,11 @@ class ArtifactManifest:
             return self
         meta = {k: v for k, v in self.meta.items() if k != DeltaBase.KEY}
         return ArtifactManifest(self.kind, self.name, self.target, self.files, meta, FORMAT)
+
+    def build_id(self) -> Optional[str]:
+        """The build this artifact was packed in (None for artifacts packed before builds had ids)."""
+        value = self.meta.get(BUILD_ID_KEY)
+        return value if isinstance(value, str) and value else None
 
     def server(self) -> Optional[ServerSpec]:
         raw = self.meta.get("server")

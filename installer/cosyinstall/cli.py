@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     apply_cmd = add("apply", "check, install and start the server", source=True, server=True)
     apply_cmd.add_argument("--no-start", action="store_true", help="install only; do not start the server")
     apply_cmd.add_argument("--wait", action="store_true", help="wait for another running apply instead of refusing")
+    apply_cmd.add_argument("--allow-downgrade", action="store_true",
+                           help="accept a signed build older than the installed one")
+    trust = add("trust", "trust an OpenSSH public key to sign bundles; apply then refuses unsigned ones")
+    trust.add_argument("keyfile", help="the signer's public key file (an OpenSSH public key line, e.g. id_ed25519.pub)")
     add("verify", "re-hash the installed tree against its manifests")
     add("start", "start the installed server and wait until it is ready", server=True)
     stop = add("stop", "stop the server and every process it started")
@@ -112,7 +116,7 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.preflight import render
 
     reporter = _reporter(args)
-    with prepare(Options(args.from_dir, tree, args.python, args.wait), reporter) as prepared:
+    with prepare(Options(args.from_dir, tree, args.python, args.wait, args.allow_downgrade), reporter) as prepared:
         # The table comes first, before anything is written, so a refusal is seen in context.
         if not args.quiet or prepared.blocked or any(not f.ok for f in prepared.findings):
             print(render(prepared.findings))
@@ -186,9 +190,23 @@ def _cmd_logs(args: argparse.Namespace, tree: InstallTree) -> int:
     return 0
 
 
+def _cmd_trust(args: argparse.Namespace, tree: InstallTree) -> int:
+    from cosyinstall.trust import CHECKED_HERE, trust_key
+
+    added, known = trust_key(tree, args.keyfile)
+    for key in known:
+        print("already trusted: %s key %s" % (key.kind, key.fingerprint))
+    for key in added:
+        print("trusted: %s key %s (in %s)" % (key.kind, key.fingerprint, tree.trusted_keys))
+        if key.kind not in CHECKED_HERE:
+            _reporter(args).warn("%s signatures are checked only where ssh-keygen is installed" % key.kind)
+    print("apply into %s now installs only bundles signed by a trusted key" % tree.root)
+    return 0
+
+
 _COMMANDS = {
     "check": _cmd_check, "apply": _cmd_apply, "verify": _cmd_verify, "start": _cmd_start,
-    "stop": _cmd_stop, "status": _cmd_status, "logs": _cmd_logs,
+    "stop": _cmd_stop, "status": _cmd_status, "logs": _cmd_logs, "trust": _cmd_trust,
 }
 
 

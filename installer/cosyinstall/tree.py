@@ -145,6 +145,16 @@ class InstallTree:
     def model_steps_record(self) -> str:
         return self.state_path("model-steps.json")
 
+    @property
+    def trusted_keys(self) -> str:
+        """The OpenSSH public keys this box trusts to sign bundles, one line each (cosyinstall trust)."""
+        return self.state_path("trusted_keys")
+
+    @property
+    def installed_builds(self) -> str:
+        """The build sequence and id installed per manifest name (refuses downgrades once a key is trusted)."""
+        return self.state_path("builds.json")
+
     def manifest_copy(self, kind: str) -> str:
         """The recorded MANIFEST.json of the installed `kind` ("packages" or "models")."""
         return self.state_path("%s.MANIFEST.json" % kind)
