@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,7 +18,7 @@ __all__ = ["main", "cli"]
 class _Funnel(click.Group):
     """Turns library errors into one sentence and the contract's exit code."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context) -> Any:
         debug = "--debug" in sys.argv
         try:
             return super().invoke(ctx)

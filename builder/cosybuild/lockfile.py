@@ -75,7 +75,7 @@ class Lock:
                 lock.models = list(data["models"]["models"])
             return lock
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ArtifactRejected("%s is not a valid lock (%s)" % (where, exc), "run cosybuild lock")
+            raise ArtifactRejected("%s is not a valid lock (%s)" % (where, exc), "run cosybuild lock") from exc
 
 
 def read_lock(path: Path) -> Lock | None:
@@ -87,7 +87,7 @@ def read_lock(path: Path) -> Lock | None:
     try:
         return Lock.from_dict(json.loads(text), str(path))
     except ValueError as exc:
-        raise ArtifactRejected("%s is not valid JSON (%s)" % (path, exc), "run cosybuild lock")
+        raise ArtifactRejected("%s is not valid JSON (%s)" % (path, exc), "run cosybuild lock") from exc
 
 
 def write_lock(lock: Lock, path: Path) -> None:

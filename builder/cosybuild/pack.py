@@ -44,7 +44,7 @@ class PackResult:
 
 
 def _target(profile: Profile) -> dict:
-    target = {"python": profile.target.python, "platform": profile.target.platform}
+    target: dict[str, str | bool] = {"python": profile.target.python, "platform": profile.target.platform}
     if profile.target.shared_libpython:
         target["shared-libpython"] = True  # the installer asks the interpreter for its libpython
     return target

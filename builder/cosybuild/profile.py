@@ -145,7 +145,7 @@ def _requirements(table: Mapping[str, Any], base: Path, where: str) -> tuple[str
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ManifestError("%s names requirements-file %s, which cannot be read (%s)" % (where, path, exc.strerror))
+            raise ManifestError("%s names requirements-file %s, which cannot be read (%s)" % (where, path, exc.strerror)) from exc
         for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
@@ -179,7 +179,7 @@ def load_profile(spec: str | None) -> Profile:
         with path.open("rb") as handle:
             raw = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError("%s is not valid TOML (%s)" % (where, exc))
+        raise ManifestError("%s is not valid TOML (%s)" % (where, exc)) from exc
     target_t = _req(raw, "target", where)
     target = Target(str(_req(target_t, "python", where + " [target]")), str(_req(target_t, "platform", where + " [target]")),
                     _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where))
@@ -215,7 +215,7 @@ def load_profile(spec: str | None) -> Profile:
     try:
         server = ServerSpec.from_dict(_req(raw, "server", where), where + " [server]")
     except CosyError as exc:
-        raise ManifestError(exc.message)
+        raise ManifestError(exc.message) from exc
     name = str(raw.get("name") or path.stem)
     return Profile(name, path, target, packages, app, tuple(models), server, raw)
 

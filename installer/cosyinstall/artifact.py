@@ -219,7 +219,7 @@ class ArtifactManifest:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ArtifactRejected("%s is not valid JSON (%s)" % (where, exc))
+            raise ArtifactRejected("%s is not valid JSON (%s)" % (where, exc)) from exc
         return cls.from_dict(data, where)
 
     def validate(self, where: str = MANIFEST_NAME) -> None:

@@ -10,11 +10,15 @@ import argparse
 import json
 import sys
 import traceback
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from cosyinstall import __version__
 from cosyinstall.errors import EXIT_BUG, ArtifactRejected, CosyError, UsageError
 from cosyinstall.tree import InstallTree
+
+if TYPE_CHECKING:  # imported lazily at run time, where they are used
+    from cosyinstall.artifact import ServerSpec
+    from cosyinstall.progress import Reporter
 
 __all__ = ["main", "DEFAULT_FROM", "DEFAULT_TO"]
 
@@ -68,13 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reporter(args: argparse.Namespace):
+def _reporter(args: argparse.Namespace) -> Reporter:
     from cosyinstall.progress import Reporter
 
     return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False))
 
 
-def _spec(tree: InstallTree):
+def _spec(tree: InstallTree) -> ServerSpec:
     from cosyinstall import installed as inst
 
     manifest = inst.installed_manifest(tree, "packages")
@@ -86,7 +90,7 @@ def _spec(tree: InstallTree):
     return spec
 
 
-def _start(tree: InstallTree, spec, args: argparse.Namespace, reporter, restart: bool = False) -> str:
+def _start(tree: InstallTree, spec: ServerSpec, args: argparse.Namespace, reporter: Reporter, restart: bool = False) -> str:
     from cosyinstall.server_start import start_server
     from cosyinstall.server_stop import stop_server
     from cosyinstall.server_wait import wait_ready

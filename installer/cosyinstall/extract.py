@@ -90,7 +90,7 @@ def stage_items(reader: _Reader, items: Iterable[Item], staging: str, reporter: 
 
 
 def extract_entries(
-    reader,
+    reader: _Reader,
     entries: Iterable[FileEntry],
     dest: str,
     strip: str = "",

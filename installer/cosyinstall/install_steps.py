@@ -249,7 +249,7 @@ def _uv_from_wheel(wheel: str, dest: str) -> None:
     except (zipfile.BadZipFile, OSError) as exc:
         if is_disk_full(exc):
             raise
-        raise ArtifactRejected("%s is not a readable uv wheel (%s)" % (os.path.basename(wheel), exc))
+        raise ArtifactRejected("%s is not a readable uv wheel (%s)" % (os.path.basename(wheel), exc)) from exc
     os.chmod(dest, 0o755)
 
 

@@ -178,7 +178,7 @@ class ApplyLock:
                     raise EnvironmentUnsuitable(
                         "another cosyinstall apply is working on %s right now" % self.tree.root,
                         "wait for it to finish, or pass --wait",
-                    )
+                    ) from exc
                 if self.on_wait is not None:
                     self.on_wait("another cosyinstall apply is working on %s; waiting for it to finish" % self.tree.root)
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)

@@ -134,7 +134,7 @@ def _gpu(facts: BoxFacts, cuda: Optional[int]) -> Finding:
     if cuda and floor is None:
         return Finding("gpu", False, "%s; the wheels need CUDA %d, whose minimum driver is unknown to this installer"
                        % (text, cuda), blocking=False)
-    if floor is not None and parse_version(facts.gpu_driver) < floor:
+    if cuda and floor is not None and parse_version(facts.gpu_driver) < floor:
         need = ".".join(map(str, floor))
         return Finding("gpu", False, "%s is older than %s, the minimum for the CUDA %d wheels in the lock"
                        % (text, need, cuda), blocking=False,

@@ -69,6 +69,6 @@ def read_sums(directory: str) -> Dict[str, SumEntry]:
         with open(path, encoding="utf-8") as handle:
             return parse_sums(handle.read(), path)
     except FileNotFoundError:
-        raise ArtifactRejected("%s is missing" % path, "upload it next to the zips")
+        raise ArtifactRejected("%s is missing" % path, "upload it next to the zips") from None
     except UnicodeDecodeError:
-        raise ArtifactRejected("%s is not a text file" % path)
+        raise ArtifactRejected("%s is not a text file" % path) from None

@@ -36,12 +36,12 @@ def open_zip(path: str) -> CheckedZip:
     try:
         return check_zip(path)
     except FileNotFoundError:
-        raise ArtifactRejected("%s is missing" % path)
+        raise ArtifactRejected("%s is missing" % path) from None
     except OSError as exc:
         raise ArtifactRejected(
             "%s is not a readable zip (%s); it is probably truncated or corrupt" % (path, exc),
             "upload it again and compare its size with the one in SHA256SUMS",
-        )
+        ) from exc
 
 
 def checked(path: str, archive: Optional[object]) -> CheckedZip:
@@ -101,7 +101,7 @@ class ZipReader:
             finally:
                 src.close()
         except ZIP_ERRORS as exc:
-            raise ArtifactRejected("%s is corrupt (%s)" % (what, exc))
+            raise ArtifactRejected("%s is corrupt (%s)" % (what, exc)) from exc
 
     def mtime(self, key: str) -> float:
         return member_time(self._info(key))
@@ -153,7 +153,7 @@ class ArtifactReader(ZipReader):
             raise ArtifactRejected(
                 "%s has no %s, so nothing in it can be verified" % (self.path, MANIFEST_NAME),
                 "build it with cosybuild pack",
-            )
+            ) from None
         if info.file_size > MANIFEST_LIMIT:
             raise ArtifactRejected("%s in %s is implausibly large" % (MANIFEST_NAME, self.path))
         try:
@@ -166,7 +166,7 @@ class ArtifactReader(ZipReader):
             finally:
                 src.close()
         except ZIP_ERRORS as exc:
-            raise ArtifactRejected("%s in %s is damaged (%s)" % (MANIFEST_NAME, self.path, exc))
+            raise ArtifactRejected("%s in %s is damaged (%s)" % (MANIFEST_NAME, self.path, exc)) from exc
         return ArtifactManifest.from_bytes(raw, "%s in %s" % (MANIFEST_NAME, self.label))
 
     def _check_directory(self) -> Dict[str, zipfile.ZipInfo]:

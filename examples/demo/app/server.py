@@ -35,7 +35,7 @@ def synthesise(text, config, weights):
         out.setsampwidth(2)
         out.setframerate(rate)
         samples = bytearray()
-        for i, ch in enumerate(text[:40]):
+        for ch in text[:40]:
             freq = config["base_hz"] + weights[ord(ch) % len(weights)]
             for n in range(rate // 20):
                 samples += struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq * n / rate)))
