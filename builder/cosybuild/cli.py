@@ -51,7 +51,8 @@ def cli(debug: bool) -> None:
 @_debug
 @click.argument("manifest", required=False)
 @click.option("--upgrade", is_flag=True, help="Re-resolve even the sections whose inputs did not change.")
-@click.option("--only", type=click.Choice(["packages", "app", "models"]), help="Lock one section alone.")
+@click.option("--only", type=click.Choice(["packages", "app", "models", "python"]),
+              help="Lock one section alone (python: the bundled CPython, with [target] bundle-python).")
 def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
     """Resolve MANIFEST for its target and write its lock."""
     from cosybuild.lockcmd import lock_command

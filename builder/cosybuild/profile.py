@@ -85,9 +85,11 @@ class Profile:
 
     def section_inputs(self) -> dict[str, Any]:
         """What each lock section depends on; a section is stale when its inputs change."""
-        return {
+        inputs: dict[str, Any] = {
             # Newer keys enter the digest only when set, so locks made before them stay current.
-            "packages": {"target": {k: v for k, v in asdict(self.target).items() if v is not False}, "packages": {
+            # The bundled CPython is its own section: pinning it needs its download host, and
+            # neither it nor shared-libpython changes which packages resolve.
+            "packages": {"target": {"python": self.target.python, "platform": self.target.platform}, "packages": {
                 k: v for k, v in asdict(self.packages).items() if v or k not in ("only_binary", "exclude_newer")}},
             "app": {"git": self.app.git, "rev": self.app.rev, "submodules": self.app.submodules, "path": self.app.path},
             "models": [
@@ -96,6 +98,9 @@ class Profile:
                 for m in self.models
             ],
         }
+        if self.target.bundle_python:
+            inputs["python"] = {"python": self.target.python, "platform": self.target.platform}
+        return inputs
 
     def section_digests(self) -> dict[str, str]:
         return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()

@@ -40,7 +40,7 @@ def bundled_dist(tmp_path_factory: pytest.TempPathFactory, build_cache: Path) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "bundled CPython 3.10." in proc.stdout + proc.stderr
     assert "adds %.1f MB" % (archive.stat().st_size / 1e6) in proc.stdout + proc.stderr
-    pin = lock["packages"]["python"]
+    pin = lock["python"]
     assert pin["archive"] == archive.name and pin["size"] == archive.stat().st_size
     return dist
 
