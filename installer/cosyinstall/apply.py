@@ -42,6 +42,7 @@ class Options:
     tree: InstallTree
     python: Optional[str] = None
     wait_lock: bool = False
+    jobs: Optional[int] = None  # threads that extract and verify; None: from the CPU count
 
 
 @dataclass
@@ -164,7 +165,8 @@ def prepare(opts: Options, reporter: Reporter) -> Prepared:
     failure. The caller shows `findings` in between.
     """
     journal = Journal(opts.tree)
-    bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter)
+    # Whole-file hashes are left to the pass that extracts (each upload read once).
+    bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter, defer=True)
     try:
         _warn_handmade(bundle, reporter)
         findings, steps, python = _preflight(bundle, journal, opts, everything=False)
@@ -198,6 +200,8 @@ def install(prepared: Prepared) -> Outcome:
     choice = prepared.python
     run = Run(tree, prepared.bundle, reporter, choice.python if choice else None, prepared.lock,
               bundled_python=choice.bundled if choice else None)
+    if prepared.opts.jobs:
+        run.jobs = run.passes.jobs = max(1, prepared.opts.jobs)
     with open(tree.install_log, "a", encoding="utf-8") as log:
         reporter.log = log
         try:

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     apply_cmd = add("apply", "check, install and start the server", source=True, server=True)
     apply_cmd.add_argument("--no-start", action="store_true", help="install only; do not start the server")
     apply_cmd.add_argument("--wait", action="store_true", help="wait for another running apply instead of refusing")
+    apply_cmd.add_argument("--jobs", type=int, metavar="N",
+                           help="threads extracting and verifying in parallel (default: the CPU count)")
     add("verify", "re-hash the installed tree against its manifests")
     add("start", "start the installed server and wait until it is ready", server=True)
     stop = add("stop", "stop the server and every process it started")
@@ -112,7 +114,7 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.preflight import render
 
     reporter = _reporter(args)
-    with prepare(Options(args.from_dir, tree, args.python, args.wait), reporter) as prepared:
+    with prepare(Options(args.from_dir, tree, args.python, args.wait, args.jobs), reporter) as prepared:
         # The table comes first, before anything is written, so a refusal is seen in context.
         if not args.quiet or prepared.blocked or any(not f.ok for f in prepared.findings):
             print(render(prepared.findings))
