@@ -164,6 +164,8 @@ def prepare(opts: Options, reporter: Reporter) -> Prepared:
     A blocked preflight writes nothing and takes no lock: `install` then raises the first
     failure. The caller shows `findings` in between.
     """
+    # Modes are the installer's: nothing it (or uv, its child) creates is group- or world-writable.
+    os.umask(0o022)
     journal = Journal(opts.tree)
     # Whole-file hashes are left to the pass that extracts (each upload read once).
     bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter, defer=True)

@@ -185,8 +185,11 @@ def write_atomically(target: str, tmp: str, write: Callable[[IO[bytes]], Any], e
     try:
         with os.fdopen(fd, "wb") as out:
             write(out)
-        os.chmod(part, 0o755 if executable else 0o644)
+            os.fchmod(out.fileno(), 0o755 if executable else 0o644)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename (power-cut ordering)
         os.replace(part, target)
+        fsync_dirs([os.path.dirname(target)])
     except BaseException as exc:
         if os.path.exists(part):
             os.unlink(part)

@@ -353,6 +353,7 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     else:
         uv.install(tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL))
         packages = [{"name": p.name, "version": p.version} for p in source.packages()]
+    _lock_mode(tree)
     if uv_exe == os.path.join(staged.staging, UV_REL):
         # Kept for later steps (models carry wheels) and for the user: the box has no other uv.
         os.makedirs(os.path.dirname(tree.bundled_uv), exist_ok=True)
@@ -373,6 +374,14 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     state.finish("venv", digest)
 
 
+def _lock_mode(tree: InstallTree) -> None:
+    """uv creates the venv's .lock world-writable whatever the umask; the installer's modes are 0644."""
+    lock = os.path.join(tree.venv, ".lock")
+    st = lstat_below(tree.venv, ".lock")
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
+        os.chmod(lock, 0o644)
+
+
 # -- per-model steps (model_steps.py) -------------------------------------------------------
 
 
@@ -384,6 +393,7 @@ def _run_model_steps(run: Run, manifest: ArtifactManifest) -> None:
     if not os.path.isfile(uv):
         uv = shutil.which("uv") or uv
     apply_model_steps(tree, manifest, run.uv(uv), run.reporter)
+    _lock_mode(tree)
     rmtree(tree.uv_cache)
 
 
