@@ -47,6 +47,7 @@ class Options:
     python: Optional[str] = None
     wait_lock: bool = False
     allow_downgrade: bool = False
+    jobs: Optional[int] = None  # threads that extract and verify; None: from the CPU count
 
 
 @dataclass
@@ -171,8 +172,11 @@ def prepare(opts: Options, reporter: Reporter) -> Prepared:
     A blocked preflight writes nothing and takes no lock: `install` then raises the first
     failure. The caller shows `findings` in between.
     """
+    # Modes are the installer's: nothing it (or uv, its child) creates is group- or world-writable.
+    os.umask(0o022)
     journal = Journal(opts.tree)
-    bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter)
+    # Whole-file hashes are left to the pass that extracts (each upload read once).
+    bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter, defer=True)
     try:
         _warn_handmade(bundle, reporter)
         findings, steps, python = _preflight(bundle, journal, opts, everything=False)
@@ -214,6 +218,8 @@ def install(prepared: Prepared) -> Outcome:
     choice = prepared.python
     run = Run(tree, prepared.bundle, reporter, choice.python if choice else None, prepared.lock,
               bundled_python=choice.bundled if choice else None)
+    if prepared.opts.jobs:
+        run.jobs = run.passes.jobs = max(1, prepared.opts.jobs)
     with open(tree.install_log, "a", encoding="utf-8") as log:
         reporter.log = log
         try:

@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="accept a signed build older than the installed one")
     trust = add("trust", "trust an OpenSSH public key to sign bundles; apply then refuses unsigned ones")
     trust.add_argument("keyfile", help="the signer's public key file (an OpenSSH public key line, e.g. id_ed25519.pub)")
+    apply_cmd.add_argument("--jobs", type=int, metavar="N",
+                           help="threads extracting and verifying in parallel (default: the CPU count)")
     add("verify", "re-hash the installed tree against its manifests")
     add("start", "start the installed server and wait until it is ready", server=True)
     stop = add("stop", "stop the server and every process it started")
@@ -120,7 +122,8 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.preflight import render
 
     reporter = _reporter(args)
-    with prepare(Options(args.from_dir, tree, args.python, args.wait, args.allow_downgrade), reporter) as prepared:
+    with prepare(Options(args.from_dir, tree, args.python, args.wait, args.allow_downgrade, args.jobs),
+                 reporter) as prepared:
         # The table comes first, before anything is written, so a refusal is seen in context.
         if not args.quiet or prepared.blocked or any(not f.ok for f in prepared.findings):
             print(render(prepared.findings))

@@ -115,6 +115,10 @@ class DeltaReader:
             self._zips[path] = ArtifactReader(path)
         return self._zips[path]
 
+    def stored(self, key: str) -> bool:
+        """Whether the zip itself holds `key` (else it is copied from the box)."""
+        return self._stored is None or key in self._stored
+
     def copy(self, key: str, size: int, sha256: Optional[str], dst: Optional[IO[bytes]],
              advance: Optional[Callable[[int], None]] = None) -> str:
         if self._stored is None or key in self._stored or sha256 is None:

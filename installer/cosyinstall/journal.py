@@ -17,6 +17,7 @@ import os
 from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
 from cosyinstall.errors import EnvironmentUnsuitable
+from cosyinstall.safepath import fsync_dir, open_nofollow_write
 from cosyinstall.tree import InstallTree
 
 __all__ = ["Journal", "ApplyLock", "write_atomic", "read_small", "read_json_object", "json_bytes", "remove_file"]
@@ -27,11 +28,14 @@ def write_atomic(path: str, payload: bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     try:
-        with open(tmp, "wb") as handle:
+        # A link planted at the temporary name is replaced, never written through.
+        with os.fdopen(open_nofollow_write(tmp), "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        # The rename itself durable before anything that depends on it (a step's "done").
+        fsync_dir(os.path.dirname(path))
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)

@@ -153,6 +153,12 @@ def test_every_step_is_planned_until_the_journal_records_it(dist: Path, tmp_path
         assert [s for s, _ in steps] == ["app", "venv", "models"]
         for step, digest in steps:
             journal.finish(step, digest)
+        # A recorded step whose output is gone is redone (issue 12: a deleted .venv).
+        assert [s for s, _ in todo(bundle, journal)] == ["venv", "models"]
+        os.makedirs(tree.venv_bin)
+        os.makedirs(tree.models)
+        Path(tree.venv_python).write_bytes(b"")
+        Path(tree.venv_cfg).write_text("version_info = 3.10.13\n")
         assert todo(bundle, journal) == []
         journal.begin("venv", [])  # e.g. verify marked it damaged
         assert [s for s, _ in todo(bundle, journal)] == ["venv"]
