@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from cosyinstall.artifact import ServerSpec
+from cosyinstall.artifact import GpuRequirement, ServerSpec
 from cosyinstall.errors import CosyError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -37,6 +37,8 @@ class Target:
     # chosen interpreter to provide libpython3.X.so.1.0 (TensorRT-LLM's bindings load it).
     bundle_python: bool = False
     shared_libpython: bool = False
+    # [target.gpu]: judged by the installer's preflight; not a lock input.
+    gpu: GpuRequirement | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class Profile:
         """What each lock section depends on; a section is stale when its inputs change."""
         return {
             # Newer keys enter the digest only when set, so locks made before them stay current.
-            "packages": {"target": {k: v for k, v in asdict(self.target).items() if v is not False}, "packages": {
+            "packages": {"target": {k: v for k, v in asdict(self.target).items() if v is not False and k != "gpu"}, "packages": {
                 k: v for k, v in asdict(self.packages).items() if v or k not in ("only_binary", "exclude_newer")}},
             "app": {"git": self.app.git, "rev": self.app.rev, "submodules": self.app.submodules, "path": self.app.path},
             "models": [
@@ -172,6 +174,13 @@ def _exclude_newer(value: Any) -> str | None:
     return text
 
 
+def _gpu(target: Mapping[str, Any], where: str) -> GpuRequirement | None:
+    try:
+        return GpuRequirement.from_target(target, where + " [target]")
+    except CosyError as exc:
+        raise ManifestError(exc.message)
+
+
 def load_profile(spec: str | None) -> Profile:
     path = resolve_manifest_path(spec)
     where = str(path)
@@ -182,7 +191,8 @@ def load_profile(spec: str | None) -> Profile:
         raise ManifestError("%s is not valid TOML (%s)" % (where, exc))
     target_t = _req(raw, "target", where)
     target = Target(str(_req(target_t, "python", where + " [target]")), str(_req(target_t, "platform", where + " [target]")),
-                    _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where))
+                    _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where),
+                    _gpu(target_t, where))
     pk = _req(raw, "packages", where)
     packages = Packages(
         _requirements(pk, path.parent, where),
