@@ -178,7 +178,7 @@ def _gpu(target: Mapping[str, Any], where: str) -> GpuRequirement | None:
     try:
         return GpuRequirement.from_target(target, where + " [target]")
     except CosyError as exc:
-        raise ManifestError(exc.message)
+        raise ManifestError(exc.message) from None
 
 
 def load_profile(spec: str | None) -> Profile:

@@ -167,7 +167,7 @@ def _run_step(tree: InstallTree, step: PrepareStep, record: Dict[str, Any], gpu:
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
         except OSError as exc:
             raise EnvironmentUnsuitable("cannot run prepare step %s: %s (%s)" % (step.name, step.command[0],
-                                        exc.strerror or exc), "check that it is installed in %s" % tree.venv)
+                                        exc.strerror or exc), "check that it is installed in %s" % tree.venv) from None
     handle = {"pid": proc.pid, "pgid": proc.pid, "sid": proc.pid, "starttime": start_time(proc.pid),
               "venv": tree.venv, "step": step.name}
     record["running"] = handle

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cosyinstall.artifact import ArtifactManifest, GpuRequirement, PrepareStep, ServerSpec
-from cosyinstall.errors import ArtifactRejected
+from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
 from cosyinstall.prepare_plan import outputs_verdict, plan_steps, step_entry
 from cosyinstall.preflight import evaluate, first_blocking, raise_first
 from cosyinstall.probe import BoxFacts, GpuInfo, PythonFound, gather
@@ -96,9 +96,9 @@ def test_gpu_below_the_requirement_blocks_with_exit_4() -> None:
     bad = first_blocking(findings)
     assert bad is not None and bad.check == "gpu need"
     assert "compute capability 7.5 is below 8.0" in bad.detail and "less than 16 GB" in bad.detail
-    with pytest.raises(Exception) as err:
+    with pytest.raises(EnvironmentUnsuitable) as err:
         raise_first(findings)
-    assert getattr(err.value, "exit_code") == 4
+    assert err.value.exit_code == 4
 
 
 def test_a_good_gpu_passes_and_no_gpu_only_warns() -> None:
