@@ -79,7 +79,7 @@ import cosyvoice, cosyvoice.cli.cosyvoice as cli
 spec = importlib.util.spec_from_file_location('cosyvoice_fastapi_server', '$entry')
 server = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(server)
-routes = sorted(r.path for r in server.app.routes if r.path.startswith('/inference'))
+routes = sorted({r.path for r in server.app.routes if r.path.startswith('/inference')})
 print('imports ok: cosyvoice from', os.path.dirname(cosyvoice.__file__), '; CosyVoice2:', cli.CosyVoice2.__name__,
       '; server routes:', ' '.join(routes), '(triton hidden: no GPU)' if $hide else '')
 ")
