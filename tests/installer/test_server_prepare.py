@@ -192,3 +192,22 @@ def test_a_silent_start_is_hung_only_when_it_uses_no_cpu(tree: InstallTree, port
     with pytest.raises(NotReady) as err:
         wait_ready(tree, spec, poll=0.3)
     assert "used no CPU time" in err.value.sentence()
+
+
+def test_cli_start_runs_the_steps_before_the_server_and_rebuild_forces_them(
+        prep_tree: InstallTree, gpu: Path, port: int) -> None:
+    from cosyinstall import installed as inst
+    from cosyinstall.artifact import ArtifactManifest
+    from cosyinstall.cli import main
+    from cosyinstall.server_stop import stop_server
+
+    spec = ServerSpec(command=("python", "app.py", "good", "{port}"), launcher="direct", port=port, ready_log="READY",
+                      prepare=(STEP,))
+    os.makedirs(prep_tree.state, exist_ok=True)
+    inst.write_manifest(prep_tree, "packages", ArtifactManifest("packages", "t", {}, (), {"server": spec.to_dict()}))
+    argv = ["start", "--to", prep_tree.root, "--port", str(port)]
+    assert main(argv) == 0 and _runs(prep_tree) == 1
+    stop_server(prep_tree, grace=2.0)
+    assert main(argv) == 0 and _runs(prep_tree) == 1
+    stop_server(prep_tree, grace=2.0)
+    assert main(argv + ["--rebuild"]) == 0 and _runs(prep_tree) == 2
