@@ -47,6 +47,8 @@ def _target(profile: Profile) -> dict:
     target: dict[str, str | bool] = {"python": profile.target.python, "platform": profile.target.platform}
     if profile.target.shared_libpython:
         target["shared-libpython"] = True  # the installer asks the interpreter for its libpython
+    if profile.target.gpu is not None:
+        target["gpu"] = profile.target.gpu.to_json()  # the installer's GPU preflight
     return target
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from cosyinstall.artifact import ServerSpec
+from cosyinstall.artifact import GpuRequirement, ServerSpec
 from cosyinstall.errors import CosyError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -37,6 +37,8 @@ class Target:
     # chosen interpreter to provide libpython3.X.so.1.0 (TensorRT-LLM's bindings load it).
     bundle_python: bool = False
     shared_libpython: bool = False
+    # [target.gpu]: judged by the installer's preflight; not a lock input.
+    gpu: GpuRequirement | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,13 @@ def _exclude_newer(value: Any) -> str | None:
     return text
 
 
+def _gpu(target: Mapping[str, Any], where: str) -> GpuRequirement | None:
+    try:
+        return GpuRequirement.from_target(target, where + " [target]")
+    except CosyError as exc:
+        raise ManifestError(exc.message) from None
+
+
 def load_profile(spec: str | None) -> Profile:
     path = resolve_manifest_path(spec)
     where = str(path)
@@ -187,7 +196,8 @@ def load_profile(spec: str | None) -> Profile:
         raise ManifestError("%s is not valid TOML (%s)" % (where, exc)) from exc
     target_t = _req(raw, "target", where)
     target = Target(str(_req(target_t, "python", where + " [target]")), str(_req(target_t, "platform", where + " [target]")),
-                    _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where))
+                    _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where),
+                    _gpu(target_t, where))
     pk = _req(raw, "packages", where)
     packages = Packages(
         _requirements(pk, path.parent, where),

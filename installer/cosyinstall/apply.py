@@ -77,7 +77,8 @@ def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -
     need_python = any(step == "venv" for step, _ in steps)
     facts = gather(opts.tree.root, minor, opts.python, want_python=need_python)
     cuda = cuda_major([p.to_json() for p in bundle.packages.packages()]) if bundle.packages is not None else None
-    findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda)
+    findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda,
+                        launcher=_launcher(bundle))
     choice = None
     if need_python:  # --python, the box's CPython or the bundled one
         choice = python_choice_for(bundle, facts, target, opts.python)
@@ -85,6 +86,15 @@ def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -
     if need_python and bundle.packages is not None:
         findings.insert(1, uv_row(bundle.packages, opts.tree))
     return findings, choice
+
+
+def _launcher(bundle: Bundle) -> Optional[str]:
+    manifest = bundle.packages.manifest if bundle.packages is not None else None
+    try:
+        server = manifest.server() if manifest is not None else None
+    except ArtifactRejected:
+        return None
+    return server.launcher if server is not None else None
 
 
 def _preflight(bundle: Bundle, journal: Journal, opts: Options, everything: bool

@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     apply_cmd.add_argument("--jobs", type=int, metavar="N",
                            help="threads extracting and verifying in parallel (default: the CPU count)")
     add("verify", "re-hash the installed tree against its manifests")
-    add("start", "start the installed server and wait until it is ready", server=True)
+    start = add("start", "start the installed server and wait until it is ready", server=True)
+    start.add_argument("--rebuild", action="store_true",
+                       help="run every [[server.prepare]] step again (engine builds) and remove the build-outputs")
     stop = add("stop", "stop the server and every process it started")
     stop.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
     status = add("status", "show whether the server runs and answers")
@@ -97,11 +99,19 @@ def _start(tree: InstallTree, spec: ServerSpec, args: argparse.Namespace, report
     from cosyinstall.server_stop import stop_server
     from cosyinstall.server_wait import wait_ready
 
+    from cosyinstall.server_prepare import after_ready, before_start
+    from cosyinstall.server_record import is_ours, read_record
+
     port = args.port if getattr(args, "port", None) else spec.port
     if restart:
         stop_server(tree)
+    running = read_record(tree)
+    if running is None or not is_ours(running):
+        # Engine builds and the like run before the server, never inside its mpirun rank.
+        before_start(tree, spec, reporter, rebuild=getattr(args, "rebuild", False))
     start_server(tree, spec, launcher=args.launcher, port=port, reporter=reporter)
     wait_ready(tree, spec, port=port, reporter=reporter)
+    after_ready(tree)
     return "http://127.0.0.1:%d%s" % (port, spec.health_path)
 
 

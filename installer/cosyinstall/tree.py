@@ -113,6 +113,16 @@ class InstallTree:
         return self.state_path("server.pid")
 
     @property
+    def prepare_log(self) -> str:
+        """Output of the `[[server.prepare]]` steps (engine builds) run before the server."""
+        return self.state_path("prepare.log")
+
+    @property
+    def prepare_record(self) -> str:
+        """Finished prepare steps keyed by GPU and models, and the first-start marker (prepare.json)."""
+        return self.state_path("prepare.json")
+
+    @property
     def server_lock(self) -> str:
         """Held while a start decides whether to launch, so two starts never both launch."""
         return self.state_path("server.lock")

@@ -79,6 +79,10 @@ def main():
             if not text:
                 self._send(400, b"text is required", "text/plain")
                 return
+            if os.path.exists("BROKEN_SYNTHESIS"):
+                # Tests plant this file to imitate a box whose synthesis fails after warm-up.
+                self._send(500, b'{"error": "synthesis failed: BROKEN_SYNTHESIS is present"}', "application/json")
+                return
             self._send(200, synthesise(text, config, weights), "audio/wav")
 
         def log_message(self, fmt, *a):
