@@ -38,11 +38,12 @@ py310=$(find_py310) || { echo "real_app: no CPython 3.10 found; install one (pye
 echo "target CPython: $py310; app: $src ($(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo 'not a git checkout'))"
 
 # A copy of the manifest whose [app] is the local checkout; the committed lock's packages section beside it.
+# The bundled CPython is left out (bundle-python dropped): its download host is unreachable here.
 man=$work/manifest
 rm -rf "$man" "$work/dist" "$work/box"
 mkdir -p "$man"
 cp "$repo/manifests/cosyvoice2-common.in" "$man/"
-sed -e '/^\[app\]/,/^\[/{/^git = /d;/^rev = /d;/^submodules = /d}' \
+sed -e '/^\[app\]/,/^\[/{/^git = /d;/^rev = /d;/^submodules = /d}' -e '/^bundle-python = /d' \
     -e "s|^\[app\]|[app]\npath = \"$src\"|" \
     "$repo/manifests/cosyvoice2-pytorch.toml" > "$man/cosyvoice2-pytorch.toml"
 "$py" - "$repo/lockfiles/cosyvoice2-pytorch.lock.json" "$man/cosyvoice2-pytorch.lock.json" <<'PY'
