@@ -32,6 +32,7 @@ from cosyinstall.python_choice import BundledPython
 from cosyinstall.streams import hash_file
 from cosyinstall.tree import InstallTree
 from cosyinstall.venv import Uv, installed_dists, venv_version
+from cosyinstall.venv_check import mismatched
 
 __all__ = ["Run", "todo", "install", "after_failure", "uv_row"]
 
@@ -331,7 +332,9 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
         uv.install(tree, wheels, requirements, files, require_hashes=False)
         packages = [{"name": n, "version": v} for n, v in sorted(installed_dists(tree).items())]
     else:
-        uv.install(tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL))
+        requirements = os.path.join(staged.staging, REQUIREMENTS_REL)
+        uv.install(tree, wheels, requirements)
+        _check_against_lock(uv, tree, wheels, requirements, source)
         packages = [{"name": p.name, "version": p.version} for p in source.packages()]
     if uv_exe == os.path.join(staged.staging, UV_REL):
         # Kept for later steps (models carry wheels) and for the user: the box has no other uv.
@@ -348,6 +351,17 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     rmtree(staged.staging)
     rmtree(tree.uv_cache)
     state.finish("venv", digest)
+
+
+def _check_against_lock(uv: Uv, tree: InstallTree, wheels: str, requirements: str, source: PackagesSource) -> None:
+    """uv keeps a same-version distribution: reinstall what differs from the lock, then insist."""
+    bad = mismatched(tree, wheels, source.packages())
+    if bad:
+        uv.install(tree, wheels, requirements, reinstall=[name for name, _why in bad])
+        bad = mismatched(tree, wheels, source.packages())
+    if bad:
+        raise ArtifactRejected("the venv does not match the lock after uv installed it: %s" % bad[0][1],
+                               "see .cosyinstall/install.log for uv's output")
 
 
 # -- per-model steps (model_steps.py) -------------------------------------------------------

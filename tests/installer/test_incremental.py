@@ -156,4 +156,4 @@ def test_same_artifacts_again_change_nothing(dist: Path, tmp_path: Path) -> None
     assert _steps_run(again.stderr) == []
     after = tree_snapshot(to)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    assert changed <= {".cosyinstall/state.json", ".cosyinstall/install.log"}, changed
+    assert changed <= {".cosygen/state.json", ".cosyinstall/install.log"}, changed
