@@ -72,7 +72,9 @@ def _load(tree: InstallTree) -> Dict[str, Dict[str, Any]]:
 
 
 def _save(tree: InstallTree, gens: Dict[str, Dict[str, Any]]) -> None:
-    write_atomic(tree.generations_file, json_bytes({"generations": gens}))
+    # "last": ids only go up, so a removed generation's number never names another one.
+    last = max([_last(tree)] + [int(g) for g in gens if g.isdigit()])
+    write_atomic(tree.generations_file, json_bytes({"generations": gens, "last": last}))
     _fsync_dir(tree.state)
 
 
@@ -204,9 +206,14 @@ def _finish_adoption(tree: InstallTree, gen_id: str) -> None:
 # -- building aside ------------------------------------------------------------------------
 
 
+def _last(tree: InstallTree) -> int:
+    last = (read_json_object(tree.generations_file) or {}).get("last")
+    return last if isinstance(last, int) else 0
+
+
 def _next_id(tree: InstallTree) -> str:
     known = [int(i) for i in list(_load(tree)) + _existing(tree) if i.isdigit()]
-    return str(max(known, default=0) + 1)
+    return str(max(known + [_last(tree)]) + 1)
 
 
 def relocatable(venv: str) -> bool:

@@ -80,8 +80,10 @@ def test_new_models_zip_touches_only_the_models(dist: Path, tmp_path: Path) -> N
     assert "installed into %s (models)" % to in update.stdout
     assert "models: 2 files written" in update.stderr and "1 removed" in update.stderr
     after = tree_snapshot(to)
-    # The venv and the app: same inode, mtime and size for every file.
-    assert _part(after, ".venv/") == venv_before
+    # The venv and the app: same inode, mtime and size for every file, but for the models'
+    # own wheels: uv installs them from their path in the new generation, so it reinstalls them.
+    assert {k: v for k, v in _part(after, ".venv/").items() if "demofrd" not in k} == \
+        {k: v for k, v in venv_before.items() if "demofrd" not in k}
     assert {k: v for k, v in after.items() if not k.startswith((".venv/", "pretrained_models/", ".cosyinstall/"))} == \
         {k: v for k, v in before.items() if not k.startswith((".venv/", "pretrained_models/", ".cosyinstall/"))}
     models = to / "pretrained_models" / "demo-voice"
