@@ -236,6 +236,6 @@ def test_apply_whose_uv_reports_a_full_disk_exits_4_with_one_sentence(dist: Path
     assert proc.returncode == 4, proc.stdout + proc.stderr
     sentence = one_sentence(proc.stderr)
     assert "the disk filled up during creating the venv" in sentence and "run apply again" in sentence
-    # The app step finished before the venv step failed; the half-made venv is not kept.
-    assert "it resumes where this one stopped" in sentence
-    assert not (to / ".venv").exists(), "a venv in an unknown state was left behind"
+    # The app step finished before the venv step failed; the half-built generation is not kept.
+    assert "nothing was left behind" in sentence
+    assert not os.path.lexists(to) and not (tmp_path / ".CosyVoice.cosy").exists(), "a half-built install was left"
