@@ -194,5 +194,6 @@ def test_the_lock_is_released_when_apply_is_killed(dist: Path, tmp_path: Path) -
     to = tmp_path / "to"
     was_killed, _ = _run_and_kill(dist, to, after_lines=8, after_seconds=None)
     assert was_killed
-    with open(to / ".cosyinstall" / "lock", "a+") as handle:
+    # Before the first switch <to> does not exist yet: the lock is in the shared state beside it.
+    with open(to.parent / (".%s.cosy" % to.name) / "state" / "lock", "a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
