@@ -11,7 +11,6 @@ bundle's run removes what it no longer produces.
 from __future__ import annotations
 
 import os
-import shutil
 import posixpath
 import tempfile
 import zipfile
@@ -206,22 +205,6 @@ def _remove_stale(root: str, before: Dict[str, Any], now: Dict[str, Any], known:
 
 # -- wheels -----------------------------------------------------------------------------
 
-def _stable_path(path: str, tmp: str) -> str:
-    """The wheel at a path that is the same in every generation (uv records it in direct_url.json).
-
-    A hard link keeps the mtime uv compares, so an unchanged wheel is not reinstalled.
-    """
-    stable = os.path.join(tmp, "wheels", os.path.basename(path))
-    os.makedirs(os.path.dirname(stable), exist_ok=True)
-    if os.path.lexists(stable):
-        os.unlink(stable)
-    try:
-        os.link(path, stable)
-    except OSError:
-        shutil.copy2(path, stable)
-    return stable
-
-
 def _install_wheels(tree: InstallTree, root: str, wheels: List[str], known: _Known, uv: Uv, tmp: str,
                     reinstall: bool, reporter: Reporter) -> None:
     """`uv pip install --no-index --require-hashes --no-deps` of exactly these files, hashes from the manifest."""
@@ -235,7 +218,6 @@ def _install_wheels(tree: InstallTree, root: str, wheels: List[str], known: _Kno
             raise ArtifactRejected("%s is missing" % path, "run apply again to extract the models")
         name = posixpath.basename(rel).split("-", 1)[0]
         names.append(name)
-        path = _stable_path(path, tmp)
         lines.append("%s @ file://%s --hash=sha256:%s\n" % (name, pathname2url(path), known[rel].sha256))
     fd, requirements = tempfile.mkstemp(prefix="model-wheels.", suffix=".txt", dir=tmp)
     try:
