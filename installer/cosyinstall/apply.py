@@ -262,8 +262,11 @@ def _discard_build(prepared: Prepared, built: str) -> bool:
         pass
     if gens.current(tree) is not None or os.path.isdir(tree.visible):
         return True
-    if not prepared.home_existed and not gens.has_generations(tree):
-        _quiet_rmtree(tree.home)  # a failed first install leaves no trace
+    if not gens.has_generations(tree):
+        if prepared.home_existed:
+            _quiet_rmtree(tree.gens)
+        else:
+            _quiet_rmtree(tree.home)  # a failed first install leaves no trace
     return False
 
 

@@ -240,10 +240,9 @@ def _link_tree(src: str, dst: str) -> None:
             path = os.path.join(dirpath, name)
             info = os.lstat(path)
             target = os.path.join(out, name)
-            if stat.S_ISLNK(info.st_mode):
-                os.symlink(os.readlink(path), target)
-            elif stat.S_ISREG(info.st_mode):
-                os.link(path, target)
+            if stat.S_ISLNK(info.st_mode) or stat.S_ISREG(info.st_mode):
+                # A link to the symlink itself, not its target: shared like any file.
+                os.link(path, target, follow_symlinks=False)
         # os.walk does not descend into links to folders; they were recreated as links above.
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
 
