@@ -52,7 +52,7 @@ def test_a_torn_pending_file_still_makes_the_step_be_redone(tmp_path: Path) -> N
     journal = Journal(tree)
     journal.finish("models", "d1")
     journal.begin("models", ["m/x.bin"])
-    with open(tree.state_path("models.pending.json"), "r+b") as handle:
+    with open(tree.record_path("models.pending.json"), "r+b") as handle:
         handle.truncate(5)  # what a disk error mid-write could leave, despite the rename
     assert journal.pending("models") == []  # interrupted, paths unknown: hash everything again
     assert journal.step_done("models") is None
@@ -60,7 +60,7 @@ def test_a_torn_pending_file_still_makes_the_step_be_redone(tmp_path: Path) -> N
 
 def test_a_damaged_journal_means_start_over_not_a_crash(tmp_path: Path) -> None:
     tree = InstallTree(str(tmp_path / "to"))
-    os.makedirs(tree.state)
+    os.makedirs(tree.records)
     Path(tree.journal).write_bytes(b"\xff{not json")
     journal = Journal(tree)
     assert journal.load() == {} and journal.steps() == {}
