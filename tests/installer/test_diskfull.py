@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +18,10 @@ from typing import Iterator
 import pytest
 
 from support import apply_argv, one_sentence, pyz, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
+
+from cosyinstall.tree import InstallTree  # noqa: E402
 
 
 @contextmanager
@@ -61,9 +66,12 @@ def _fill(root: Path, leave: int) -> Path:
 
 
 def test_disk_filling_up_during_extraction_ends_in_one_sentence_and_no_partial_state(dist: Path, tmp_path: Path) -> None:
-    with _tmpfs(tmp_path / "disk", "600m") as to:
-        (to / ".cosyinstall").mkdir()
-        holder = open(to / ".cosyinstall" / "lock", "a+")
+    with _tmpfs(tmp_path / "disk", "600m") as disk:
+        # --to inside the disk: <to> becomes the link that switches generations, beside its home.
+        to = disk / "CosyVoice"
+        lock = Path(InstallTree(str(to)).lock)
+        lock.parent.mkdir(parents=True)
+        holder = open(lock, "a+")
         fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
         proc = subprocess.Popen(apply_argv(dist, to, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -75,7 +83,7 @@ def test_disk_filling_up_during_extraction_ends_in_one_sentence_and_no_partial_s
                     break
             assert b"waiting for it to finish" in said, said.decode()
             # Preflight has passed; now the disk fills (another program, in real life).
-            filler = _fill(to, leave=4 << 20)
+            filler = _fill(disk, leave=4 << 20)
         finally:
             holder.close()
         out, err = proc.communicate(timeout=300)
@@ -84,7 +92,9 @@ def test_disk_filling_up_during_extraction_ends_in_one_sentence_and_no_partial_s
         sentence = one_sentence(stderr)
         assert "the disk filled up while writing" in sentence
         assert "free some space and run apply again; nothing was left behind" in sentence
-        assert sorted(os.listdir(to)) == ["filler.bin"], "partial state left: %s" % sorted(os.listdir(to))
+        left = sorted(os.listdir(disk))
+        assert left in (["filler.bin"], [".CosyVoice.cosy", "filler.bin"]), "partial state left: %s" % left
+        assert not os.path.lexists(to) and not os.path.exists(InstallTree(str(to)).gens)
         verify = run(pyz(dist, "verify", "--to", str(to)))
         assert verify.returncode == 3 and "nothing is installed" in one_sentence(verify.stderr)
         # With the space back, the same command installs.
