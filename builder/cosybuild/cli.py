@@ -48,11 +48,14 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @_debug
-@click.argument("manifest", required=False)
+@click.argument("manifest")
 @click.option("--upgrade", is_flag=True, help="Re-resolve even the sections whose inputs did not change.")
 @click.option("--only", type=click.Choice(["packages", "app", "models"]), help="Lock one section alone.")
-def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
-    """Resolve MANIFEST for its target and write its lock."""
+def lock(manifest: str, upgrade: bool, only: str | None) -> None:
+    """Resolve MANIFEST for its target and write its lock.
+
+    MANIFEST is a name in manifests/ (demo, cosyvoice2-pytorch, cosyvoice2-trtllm) or a path to a .toml file.
+    """
     from cosybuild.lockcmd import lock_command
     from cosybuild.profile import load_profile
 
@@ -68,12 +71,15 @@ def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
 
 @cli.command()
 @_debug
-@click.argument("manifest", required=False)
+@click.argument("manifest")
 @click.option("--out", "out", default="dist", type=click.Path(file_okay=False, path_type=Path), show_default=True,
               help="Directory for the artifacts.")
 @click.option("--only", type=click.Choice(["packages", "models"]), help="Pack one artifact alone.")
-def pack(manifest: str | None, out: Path, only: str | None) -> None:
-    """Fetch what MANIFEST's lock pins and write the artifacts into OUT."""
+def pack(manifest: str, out: Path, only: str | None) -> None:
+    """Fetch what MANIFEST's lock pins and write the artifacts into OUT.
+
+    MANIFEST is a name in manifests/ (demo, cosyvoice2-pytorch, cosyvoice2-trtllm) or a path to a .toml file.
+    """
     from cosybuild.pack import pack as do_pack
     from cosybuild.profile import load_profile
 
