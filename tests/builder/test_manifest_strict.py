@@ -181,9 +181,14 @@ def test_verify_without_a_bundle_names_an_option_that_exists(tmp_path: Path) -> 
 def _installed_copy(tmp_path: Path) -> Path:
     """cosy-offline installed for real (a built wheel, not editable) into a folder of its own."""
     target = tmp_path / "site"
+    src = tmp_path / "src"  # a copy, so the build writes nothing into the repository
+    for part in ("builder", "installer"):
+        shutil.copytree(REPO / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / part, src / part)
     uv = shutil.which("uv")
     assert uv, "uv comes with the test venv"
-    proc = run([uv, "pip", "install", "--no-deps", "--python", sys.executable, "--target", str(target), str(REPO)],
+    proc = run([uv, "pip", "install", "--no-deps", "--python", sys.executable, "--target", str(target), str(src)],
                timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert not list(target.glob("__editable__*")) and (target / "cosybuild" / "cli.py").is_file()
