@@ -40,24 +40,27 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str, source: bool = False, server: bool = False) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if source:
-            cmd.add_argument("--from", dest="from_dir", default=DEFAULT_FROM,
-                             help="folder holding the uploads and SHA256SUMS (default: %(default)s)")
+            cmd.add_argument("--from", dest="from_dir", default=None,
+                             help="folder holding the uploads and SHA256SUMS (default: the pyz's folder when it"
+                                  " holds them, else %s, or the one folder below it that holds them)" % DEFAULT_FROM)
             cmd.add_argument("--python", help="the target CPython to build the venv from (default: search the box)")
         if server:
             cmd.add_argument("--launcher", choices=("mpirun", "direct"), help="override the manifest's launcher")
             cmd.add_argument("--port", type=int, help="override the manifest's port")
         return cmd
 
-    add("check", "preflight only: check the uploads and the box, change nothing", source=True)
+    check_cmd = add("check", "preflight only: check the uploads and the box, change nothing", source=True)
+    check_cmd.add_argument("--json", action="store_true", help="machine-readable output (schema cosy-offline/check/1)")
     apply_cmd = add("apply", "check, install and start the server", source=True, server=True)
     apply_cmd.add_argument("--no-start", action="store_true", help="install only; do not start the server")
     apply_cmd.add_argument("--wait", action="store_true", help="wait for another running apply instead of refusing")
-    add("verify", "re-hash the installed tree against its manifests")
+    verify_cmd = add("verify", "re-hash the installed tree against its manifests")
+    verify_cmd.add_argument("--json", action="store_true", help="machine-readable output (schema cosy-offline/verify/1)")
     add("start", "start the installed server and wait until it is ready", server=True)
     stop = add("stop", "stop the server and every process it started")
     stop.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
     status = add("status", "show whether the server runs and answers")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true", help="machine-readable output (schema cosy-offline/status/1)")
     logs = add("logs", "print the end of the server log")
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.add_argument("-f", "--follow", action="store_true")
@@ -68,6 +71,16 @@ def _reporter(args: argparse.Namespace):
     from cosyinstall.progress import Reporter
 
     return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False))
+
+
+def _from_dir(args: argparse.Namespace, reporter) -> str:
+    from cosyinstall.fromdir import locate_uploads
+
+    folder, note = locate_uploads(args.from_dir)
+    if note:
+        reporter.info(note)
+    args.from_dir = folder
+    return folder
 
 
 def _spec(tree: InstallTree):
@@ -99,7 +112,21 @@ def _cmd_check(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.apply import Options, check
     from cosyinstall.preflight import raise_first, render
 
-    findings = check(Options(args.from_dir, tree, args.python), _reporter(args))
+    reporter = _reporter(args)
+    findings = check(Options(_from_dir(args, reporter), tree, args.python), reporter)
+    if args.json:
+        from cosyinstall.preflight import first_blocking
+        from cosyinstall.reports import check_document
+
+        bad = first_blocking(findings)
+        print(json.dumps(check_document(args.from_dir, tree.root, findings, bad.code if bad else 0), sort_keys=True))
+        sys.stdout.flush()
+        try:
+            raise_first(findings)
+        except CosyError as exc:
+            setattr(exc, "json_printed", True)
+            raise
+        return 0
     print(render(findings))
     sys.stdout.flush()
     raise_first(findings)
@@ -112,7 +139,7 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.preflight import render
 
     reporter = _reporter(args)
-    with prepare(Options(args.from_dir, tree, args.python, args.wait), reporter) as prepared:
+    with prepare(Options(_from_dir(args, reporter), tree, args.python, args.wait), reporter) as prepared:
         # The table comes first, before anything is written, so a refusal is seen in context.
         if not args.quiet or prepared.blocked or any(not f.ok for f in prepared.findings):
             print(render(prepared.findings))
@@ -137,6 +164,17 @@ def _cmd_verify(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.verify import verify_and_mark
 
     verdict = verify_and_mark(tree, _reporter(args))
+    if args.json:
+        from cosyinstall.reports import verify_document
+
+        error = None if verdict.ok else verdict.error()
+        print(json.dumps(verify_document(tree.root, verdict.problems, verdict.marked,
+                                         error.exit_code if error else 0), sort_keys=True))
+        sys.stdout.flush()
+        if error is not None:
+            setattr(error, "json_printed", True)
+            raise error
+        return 0
     if not verdict.ok:
         for problem in verdict.problems:
             print("  " + problem, file=sys.stderr)
@@ -159,6 +197,8 @@ def _cmd_stop(args: argparse.Namespace, tree: InstallTree) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, tree: InstallTree) -> int:
+    from cosyinstall.installed import anything_installed
+    from cosyinstall.reports import STATUS_EXIT, status_document, status_lines
     from cosyinstall.server_status import server_status
 
     spec = None
@@ -166,13 +206,12 @@ def _cmd_status(args: argparse.Namespace, tree: InstallTree) -> int:
         spec = _spec(tree)
     except CosyError:
         pass
-    info = server_status(tree, spec)
+    doc = status_document(server_status(tree, spec), anything_installed(tree), tree.root)
     if args.json:
-        print(json.dumps(info, sort_keys=True))
+        print(json.dumps(doc, sort_keys=True))
     else:
-        for key in sorted(info):
-            print("%-8s %s" % (key, info[key]))
-    return 0
+        print("\n".join(status_lines(doc)))
+    return STATUS_EXIT[doc["state"]]
 
 
 def _cmd_logs(args: argparse.Namespace, tree: InstallTree) -> int:
@@ -192,15 +231,26 @@ _COMMANDS = {
 }
 
 
+def _json_error(command: str, exc: CosyError) -> None:
+    """A script reading --json gets a document even when the command failed before writing its own."""
+    from cosyinstall.reports import SCHEMAS, error_document
+
+    if not getattr(exc, "json_printed", False) and command in SCHEMAS:
+        print(json.dumps(error_document(command, exc.sentence(), exc.exit_code), sort_keys=True))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    args = None
     try:
         args = _parser().parse_args(argv)
         return _COMMANDS[args.command](args, InstallTree(args.to))
     except CosyError as exc:
         if debug:
             traceback.print_exc()
+        if args is not None and getattr(args, "json", False) and args.command != "status":
+            _json_error(args.command, exc)
         print("cosyinstall: error: %s" % exc.sentence(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
