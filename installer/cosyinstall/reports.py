@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 
 from cosyinstall.errors import ArtifactRejected, NotReady
 from cosyinstall.preflight import Finding
+from cosyinstall.progress import _eta as _duration  # the same h/m/s form as progress lines
 
 __all__ = ["SCHEMAS", "STATUS_EXIT", "status_state", "status_document", "status_lines", "check_document",
            "verify_document", "error_document"]
@@ -38,15 +39,6 @@ def status_document(info: Dict[str, Any], installed: bool, root: str) -> Dict[st
     doc = dict(info)
     doc.update(schema=SCHEMAS["status"], state=status_state(info, installed), installed=installed, to=root)
     return doc
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
-    if seconds >= 60:
-        return "%dm%02ds" % (seconds // 60, seconds % 60)
-    return "%ds" % seconds
 
 
 def status_lines(doc: Dict[str, Any]) -> List[str]:
