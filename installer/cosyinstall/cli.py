@@ -27,13 +27,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError("%s: %s" % (self.prog, message), "see --help")
 
 
+def _lang_option(parser: argparse.ArgumentParser) -> None:
+    # Read from argv before parsing (cosyinstall.i18n.wants_chinese); declared so it is accepted.
+    parser.add_argument("--lang", choices=("en", "zh"), default=argparse.SUPPRESS,
+                        help="language of the messages: en or zh (default: from LC_ALL, LC_MESSAGES, LANG)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cosyinstall", description="Verify, install and start a cosy-offline bundle with no network.")
     parser.add_argument("--version", action="version", version="cosyinstall " + __version__)
+    _lang_option(parser)
     common = _Parser(add_help=False)
+    _lang_option(common)
     common.add_argument("--to", default=DEFAULT_TO, help="install root, the app's source tree (default: %(default)s)")
     common.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    common.add_argument("--quiet", "-q", action="store_true", help="print only warnings and the result")
+    common.add_argument("--quiet", "-q", action="store_true", help="print only errors and the result")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     sub.required = True
 
@@ -241,10 +249,30 @@ def _json_error(command: str, exc: CosyError) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from cosyinstall.i18n import wants_chinese
+
+    if not wants_chinese(argv):
+        return _main(argv, None)
+    from cosyinstall import i18n
+    from cosyinstall.catalogue_zh import ARGPARSE_ZH, ZH
+
+    streams = sys.stdout, sys.stderr
+    try:
+        return _main(argv, i18n.install([ZH], ARGPARSE_ZH))
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: List[str], translator) -> int:
     debug = "--debug" in argv
     args = None
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        if translator is not None:
+            from cosyinstall.i18n import translate_parser
+
+            translate_parser(parser, translator)
+        args = parser.parse_args(argv)
         return _COMMANDS[args.command](args, InstallTree(args.to))
     except CosyError as exc:
         if debug:
