@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     _lang_option(common)
     common.add_argument("--to", default=DEFAULT_TO, help="install root, the app's source tree (default: %(default)s)")
     common.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    common.add_argument("--quiet", "-q", action="store_true", help="print only errors and the result")
+    common.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    common.add_argument("--verbose", "-v", action="store_true",
+                        help="show every command line run (also written to the install log)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     sub.required = True
 
@@ -78,7 +80,13 @@ def _parser() -> argparse.ArgumentParser:
 def _reporter(args: argparse.Namespace):
     from cosyinstall.progress import Reporter
 
-    return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False))
+    return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A result line: -q prints only errors."""
+    if not getattr(args, "quiet", False):
+        print(text)
 
 
 def _from_dir(args: argparse.Namespace, reporter) -> str:
@@ -118,12 +126,11 @@ def _start(tree: InstallTree, spec, args: argparse.Namespace, reporter, restart:
 
 def _cmd_check(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.apply import Options, check
-    from cosyinstall.preflight import raise_first, render
+    from cosyinstall.preflight import first_blocking, raise_first, render
 
     reporter = _reporter(args)
     findings = check(Options(_from_dir(args, reporter), tree, args.python), reporter)
     if args.json:
-        from cosyinstall.preflight import first_blocking
         from cosyinstall.reports import check_document
 
         bad = first_blocking(findings)
@@ -135,10 +142,11 @@ def _cmd_check(args: argparse.Namespace, tree: InstallTree) -> int:
             setattr(exc, "json_printed", True)
             raise
         return 0
-    print(render(findings))
-    sys.stdout.flush()
+    if not args.quiet or first_blocking(findings) is not None:
+        print(render(findings))
+        sys.stdout.flush()
     raise_first(findings)
-    print("preflight passed: %s can be installed into %s" % (args.from_dir, tree.root))
+    _say(args, "preflight passed: %s can be installed into %s" % (args.from_dir, tree.root))
     return 0
 
 
@@ -149,14 +157,14 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
     reporter = _reporter(args)
     with prepare(Options(_from_dir(args, reporter), tree, args.python, args.wait), reporter) as prepared:
         # The table comes first, before anything is written, so a refusal is seen in context.
-        if not args.quiet or prepared.blocked or any(not f.ok for f in prepared.findings):
+        if not args.quiet or prepared.blocked:
             print(render(prepared.findings))
             sys.stdout.flush()
         outcome = install(prepared)
         if outcome.ran:
-            print("installed into %s (%s)" % (tree.root, ", ".join(outcome.ran)))
+            _say(args, "installed into %s (%s)" % (tree.root, ", ".join(outcome.ran)))
         else:
-            print("nothing changed: %s already holds these artifacts" % tree.root)
+            _say(args, "nothing changed: %s already holds these artifacts" % tree.root)
         if args.no_start:
             return 0
         if outcome.server is None:
@@ -164,7 +172,7 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
             return 0
         # Started under the apply lock, as before: a second apply cannot swap the tree meanwhile.
         url = _start(tree, outcome.server, args, reporter, restart=bool(outcome.ran))
-    print("server ready: %s" % url)
+    _say(args, "server ready: %s" % url)
     return 0
 
 
@@ -187,12 +195,12 @@ def _cmd_verify(args: argparse.Namespace, tree: InstallTree) -> int:
         for problem in verdict.problems:
             print("  " + problem, file=sys.stderr)
         raise verdict.error()
-    print("verified: %s matches its manifests" % tree.root)
+    _say(args, "verified: %s matches its manifests" % tree.root)
     return 0
 
 
 def _cmd_start(args: argparse.Namespace, tree: InstallTree) -> int:
-    print("server ready: %s" % _start(tree, _spec(tree), args, _reporter(args)))
+    _say(args, "server ready: %s" % _start(tree, _spec(tree), args, _reporter(args)))
     return 0
 
 
@@ -200,7 +208,7 @@ def _cmd_stop(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.server_stop import stop_server
 
     was = stop_server(tree, grace=args.grace)
-    print("server stopped" if was else "server was not running")
+    _say(args, "server stopped" if was else "server was not running")
     return 0
 
 
