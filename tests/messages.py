@@ -51,8 +51,10 @@ def templates_in(source: str) -> Iterator[tuple[int, str]]:
             args = [node.args[i] for i in (0, 2, 4) if len(node.args) > i]
         elif name in REPORTER_METHODS and isinstance(node.func, ast.Attribute):
             args = list(node.args[:1])
-        elif name == "print":
+        elif name in ("print", "echo"):  # print, click.echo
             args = list(node.args[:1])
+        elif name == "_say":  # cosyinstall's result lines: _say(args, text)
+            args = list(node.args[1:2])
         args += [kw.value for kw in node.keywords if kw.arg in HELP_KEYWORDS]
         for arg in args:
             for text in _strings(arg):

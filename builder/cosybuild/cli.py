@@ -41,6 +41,8 @@ _debug = click.option("--debug", is_flag=True, hidden=True, expose_value=False)
 
 @click.group(cls=_Funnel, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), expose_value=False,
+              help="Language of the messages: en or zh (default: from LC_ALL, LC_MESSAGES, LANG).")
 @click.version_option(package_name="cosy-offline")
 def cli(debug: bool) -> None:
     """Lock, fetch and pack a CosyVoice service for an offline GPU box."""
@@ -122,5 +124,45 @@ def upload(directory: Path, url: str, identity: str | None, ssh_config: str | No
         click.echo(line)
 
 
+def _without_lang(argv: list[str]) -> list[str]:
+    """--lang is read before click parses (it changes the help too), so it may stand anywhere."""
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--lang" and i + 1 < len(argv):
+            skip = True
+        elif not arg.startswith("--lang="):
+            out.append(arg)
+    return out
+
+
+def _translate_help(command: click.Command, translate) -> None:
+    if command.help:
+        command.help = "\n\n".join(translate(part.strip()) for part in command.help.split("\n\n"))
+    for param in command.params:
+        if isinstance(param, click.Option) and param.help:
+            param.help = translate(param.help)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _translate_help(sub, translate)
+
+
 def main() -> None:
-    cli(prog_name="cosybuild")
+    from cosyinstall.i18n import wants_chinese
+
+    argv = sys.argv[1:]
+    if not wants_chinese(argv):
+        cli(args=_without_lang(argv), prog_name="cosybuild")
+        return
+    from cosyinstall import i18n
+    from cosyinstall.catalogue_zh import ARGPARSE_ZH, ZH as INSTALLER_ZH
+
+    from cosybuild.catalogue_zh import CLICK_ZH, ZH
+
+    translator = i18n.install([INSTALLER_ZH, ZH], ARGPARSE_ZH)
+    _translate_help(cli, translator.text)
+    for module in (click.core, click.formatting, click.exceptions, click.decorators):
+        setattr(module, "_", lambda text: CLICK_ZH.get(text, text))  # click's own words ask gettext
+    cli(args=_without_lang(argv), prog_name="cosybuild")

@@ -25,6 +25,8 @@ SPEC = re.compile(r"%(?:\([a-z_]+\))?[-#0 +]*\d*(?:\.\d+)?[sdrfoxg]")
 _CONTROL = re.compile(r"^[\r\x1b\[K]*")
 _ROW = re.compile(r"^(ok|FAIL|warn)(\s+)(\S+)(\s+)(.*)$")
 _LABELLED = re.compile(r"^([a-z]+)(\s{2,})(.*)$")
+# Templates that frame a whole sentence ("cosyinstall: error: %s"): their placeholder may hold "; ".
+_FRAMES = ("cosyinstall: ", "cosybuild: ", "WARNING: ")
 
 
 def wants_chinese(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None) -> bool:
@@ -60,7 +62,8 @@ def _fill(chinese: str, pieces: List[str]) -> str:
     last = 0
     for i, match in enumerate(SPEC.finditer(chinese)):
         out.append(chinese[last:match.start()].replace("%%", "%"))
-        out.append(pieces[i] if i < len(pieces) else "")
+        # %.0s takes a piece and shows nothing (an English plural "s", say).
+        out.append("" if match.group(0) == "%.0s" or i >= len(pieces) else pieces[i])
         last = match.end()
     out.append(chinese[last:].replace("%%", "%"))
     return "".join(out)
@@ -76,7 +79,7 @@ class Translator:
         patterned = [(t, c) for t, c in self.exact.items() if SPEC.search(t)]
         # The most specific template (most literal text) wins over looser ones such as "%s: %s".
         patterned.sort(key=lambda tc: -len(SPEC.sub("", tc[0])))
-        self.patterns: List[Tuple[Pattern[str], str]] = [(_pattern(t), c) for t, c in patterned]
+        self.patterns: List[Tuple[Pattern[str], str, bool]] = [(_pattern(t), c, t.startswith(_FRAMES)) for t, c in patterned]
 
     def text(self, english: str, depth: int = 0) -> str:
         if not english or depth > 4:
@@ -85,9 +88,9 @@ class Translator:
         if found is not None:
             return found
         # A placeholder never spans two sentences ("message; hint"): such a match is a wrong split.
-        for pattern, chinese in self.patterns:
+        for pattern, chinese, frame in self.patterns:
             match = pattern.match(english)
-            if match and not any("; " in g for g in match.groups()):
+            if match and (frame or not any("; " in g for g in match.groups())):
                 done = _fill(chinese, [self.text(g, depth + 1) for g in match.groups()])
                 if done != english:
                     return done
