@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -138,7 +139,7 @@ def _without_lang(argv: list[str]) -> list[str]:
     return out
 
 
-def _translate_help(command: click.Command, translate) -> None:
+def _translate_help(command: click.Command, translate: Callable[[str], str]) -> None:
     if command.help:
         command.help = "\n\n".join(translate(part.strip()) for part in command.help.split("\n\n"))
     for param in command.params:
@@ -164,5 +165,5 @@ def main() -> None:
     translator = i18n.install([INSTALLER_ZH, ZH], ARGPARSE_ZH)
     _translate_help(cli, translator.text)
     for module in (click.core, click.formatting, click.exceptions, click.decorators):
-        setattr(module, "_", lambda text: CLICK_ZH.get(text, text))  # click's own words ask gettext
+        vars(module)["_"] = lambda text: CLICK_ZH.get(text, text)  # click's own words ask gettext
     cli(args=_without_lang(argv), prog_name="cosybuild")

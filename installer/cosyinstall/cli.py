@@ -10,11 +10,15 @@ import argparse
 import json
 import sys
 import traceback
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from cosyinstall import __version__
 from cosyinstall.errors import EXIT_BUG, ArtifactRejected, CosyError, UsageError
 from cosyinstall.tree import InstallTree
+
+if TYPE_CHECKING:
+    from cosyinstall.i18n import Translator
+    from cosyinstall.progress import Reporter
 
 __all__ = ["main", "DEFAULT_FROM", "DEFAULT_TO"]
 
@@ -89,7 +93,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text)
 
 
-def _from_dir(args: argparse.Namespace, reporter) -> str:
+def _from_dir(args: argparse.Namespace, reporter: "Reporter") -> str:
     from cosyinstall.fromdir import locate_uploads
 
     folder, note = locate_uploads(args.from_dir)
@@ -139,7 +143,7 @@ def _cmd_check(args: argparse.Namespace, tree: InstallTree) -> int:
         try:
             raise_first(findings)
         except CosyError as exc:
-            setattr(exc, "json_printed", True)
+            exc.__dict__["json_printed"] = True
             raise
         return 0
     if not args.quiet or first_blocking(findings) is not None:
@@ -188,7 +192,7 @@ def _cmd_verify(args: argparse.Namespace, tree: InstallTree) -> int:
                                          error.exit_code if error else 0), sort_keys=True))
         sys.stdout.flush()
         if error is not None:
-            setattr(error, "json_printed", True)
+            error.__dict__["json_printed"] = True
             raise error
         return 0
     if not verdict.ok:
@@ -271,7 +275,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout, sys.stderr = streams
 
 
-def _main(argv: List[str], translator) -> int:
+def _main(argv: List[str], translator: "Optional[Translator]") -> int:
     debug = "--debug" in argv
     args = None
     try:

@@ -16,7 +16,7 @@ import argparse
 import os
 import re
 import sys
-from typing import Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, TextIO, Tuple, cast
 
 __all__ = ["wants_chinese", "Translator", "TranslatingStream", "install", "translate_parser", "SPEC"]
 
@@ -134,7 +134,7 @@ class Translator:
 class TranslatingStream:
     """A text stream that translates every line written to it; everything else is the wrapped stream's."""
 
-    def __init__(self, stream, translator: Translator) -> None:
+    def __init__(self, stream: TextIO, translator: Translator) -> None:
         self._stream = stream
         self._translator = translator
 
@@ -143,11 +143,11 @@ class TranslatingStream:
         self._stream.write(done)
         return len(text)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
-def _utf8(stream):
+def _utf8(stream: TextIO) -> TextIO:
     """A missing zh_CN locale leaves Python with an ASCII stream; Chinese needs UTF-8 bytes."""
     encoding = (getattr(stream, "encoding", "") or "").lower().replace("-", "")
     if encoding != "utf8" and hasattr(stream, "reconfigure"):
@@ -161,9 +161,9 @@ def _utf8(stream):
 def install(catalogues: Iterable[Mapping[str, str]], argparse_zh: Mapping[str, str]) -> Translator:
     """Translate everything printed from now on (stdout, stderr, argparse's own words)."""
     translator = Translator(catalogues)
-    sys.stdout = TranslatingStream(_utf8(sys.stdout), translator)  # type: ignore[assignment]
-    sys.stderr = TranslatingStream(_utf8(sys.stderr), translator)  # type: ignore[assignment]
-    setattr(argparse, "_", lambda text: argparse_zh.get(text, text))
+    sys.stdout = cast(TextIO, TranslatingStream(_utf8(sys.stdout), translator))
+    sys.stderr = cast(TextIO, TranslatingStream(_utf8(sys.stderr), translator))
+    vars(argparse)["_"] = lambda text: argparse_zh.get(text, text)
     return translator
 
 

@@ -89,7 +89,7 @@ class InstallProgress:
             self._thread.start()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
