@@ -55,6 +55,12 @@ def templates_in(source: str) -> Iterator[tuple[int, str]]:
             args = list(node.args[:1])
         elif name == "_say":  # cosyinstall's result lines: _say(args, text)
             args = list(node.args[1:2])
+        elif name == "Verdict":  # readiness: Verdict(outcome, message, hint, ...)
+            args = list(node.args[1:3])
+        elif name == "WaitLine":  # WaitLine(reporter, label)
+            args = list(node.args[1:2])
+        elif name == "append" and isinstance(node.func, ast.Attribute) and "problems" in ast.unparse(node.func.value):
+            args = list(node.args[:1])  # verify's problem lines
         args += [kw.value for kw in node.keywords if kw.arg in HELP_KEYWORDS]
         for arg in args:
             for text in _strings(arg):

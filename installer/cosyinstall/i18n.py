@@ -104,8 +104,18 @@ class Translator:
             if done != inner:
                 return done + "。"
         if "; " in english:
+            # The longest run of parts an entry knows wins: a message may hold "; " itself.
             parts = english.split("; ")
-            done_parts = [self.text(p, depth + 1) for p in parts]
+            done_parts: List[str] = []
+            i = 0
+            while i < len(parts):
+                for j in range(len(parts), i, -1):
+                    chunk = "; ".join(parts[i:j])
+                    done = self.text(chunk, depth + 1) if j - i < len(parts) else chunk
+                    if done != chunk or j == i + 1:
+                        done_parts.append(done)
+                        i = j
+                        break
             if done_parts != parts:
                 return "；".join(done_parts)
         return english
