@@ -106,8 +106,9 @@ class Profile:
 
     def lock_path(self) -> Path:
         folder = self.path.resolve().parent
-        if folder.name == "manifests":  # a repository's manifests/ locks into its lockfiles/
-            return folder.parent / "lockfiles" / (self.name + ".lock.json")
+        lockfiles = folder.parent / "lockfiles"
+        if folder.name == "manifests" and lockfiles.is_dir():  # a repository's manifests/ locks into its lockfiles/
+            return lockfiles / (self.name + ".lock.json")
         return self.path.with_suffix(".lock.json")
 
 

@@ -218,6 +218,7 @@ ZH: Dict[str, str] = {
     "the bundle's uv is built for linux x86_64; run apply again to restore it": "安装包中的 uv 是为 linux x86_64 构建的；再次运行 apply 可以恢复它",
     "%s: %d of %d, %s": "%s: %d / %d，%s",
     "installing packages": "正在安装软件包",
+    "removing packages: %s": "正在删除软件包: %s",
     "the disk filled up %s": "磁盘已满（%s）",
     "during %s": "在%s时",
     "while writing %s": "写入 %s 时",

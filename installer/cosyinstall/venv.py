@@ -133,4 +133,5 @@ class Uv:
 
     def uninstall(self, tree: InstallTree, names: Sequence[str]) -> None:
         if names:
+            self.reporter.info("removing packages: %s" % ", ".join(names))
             self.run(["pip", "uninstall", "--python", tree.venv_python] + list(names), "removing packages")
