@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -42,6 +42,8 @@ _debug = click.option("--debug", is_flag=True, hidden=True, expose_value=False)
 
 @click.group(cls=_Funnel, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), expose_value=False,
+              help="Language of the messages: en or zh (default: from LC_ALL, LC_MESSAGES, LANG).")
 @click.version_option(package_name="cosy-offline")
 def cli(debug: bool) -> None:
     """Lock, fetch and pack a CosyVoice service for an offline GPU box."""
@@ -49,12 +51,15 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @_debug
-@click.argument("manifest", required=False)
+@click.argument("manifest")
 @click.option("--upgrade", is_flag=True, help="Re-resolve even the sections whose inputs did not change.")
 @click.option("--only", type=click.Choice(["packages", "app", "models", "python"]),
               help="Lock one section alone (python: the bundled CPython, with [target] bundle-python).")
-def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
-    """Resolve MANIFEST for its target and write its lock."""
+def lock(manifest: str, upgrade: bool, only: str | None) -> None:
+    """Resolve MANIFEST for its target and write its lock.
+
+    MANIFEST is a name in manifests/ (demo, cosyvoice2-pytorch, cosyvoice2-trtllm) or a path to a .toml file.
+    """
     from cosybuild.lockcmd import lock_command
     from cosybuild.profile import load_profile
 
@@ -70,7 +75,7 @@ def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
 
 @cli.command()
 @_debug
-@click.argument("manifest", required=False)
+@click.argument("manifest")
 @click.option("--out", "out", default="dist", type=click.Path(file_okay=False, path_type=Path), show_default=True,
               help="Directory for the artifacts.")
 @click.option("--only", type=click.Choice(["packages", "models"]), help="Pack one artifact alone.")
@@ -80,9 +85,12 @@ def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
               "SHA256SUMS.sig; a .pub whose private key is in ssh-agent works too.")
 @click.option("--sequence", type=click.IntRange(min=1), help="Set the build sequence (default: the last one, plus "
               "one when the manifest or lock changed).")
-def pack(manifest: str | None, out: Path, only: str | None, since: Path | None, sign: str | None,
+def pack(manifest: str, out: Path, only: str | None, since: Path | None, sign: str | None,
          sequence: int | None) -> None:
-    """Fetch what MANIFEST's lock pins and write the artifacts into OUT."""
+    """Fetch what MANIFEST's lock pins and write the artifacts into OUT.
+
+    MANIFEST is a name in manifests/ (demo, cosyvoice2-pytorch, cosyvoice2-trtllm) or a path to a .toml file.
+    """
     from cosybuild.pack import pack as do_pack
     from cosybuild.profile import load_profile
 
@@ -137,5 +145,45 @@ def upload(directory: Path, url: str, identity: str | None, ssh_config: str | No
         click.echo(line)
 
 
+def _without_lang(argv: list[str]) -> list[str]:
+    """--lang is read before click parses (it changes the help too), so it may stand anywhere."""
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--lang" and i + 1 < len(argv):
+            skip = True
+        elif not arg.startswith("--lang="):
+            out.append(arg)
+    return out
+
+
+def _translate_help(command: click.Command, translate: Callable[[str], str]) -> None:
+    if command.help:
+        command.help = "\n\n".join(translate(part.strip()) for part in command.help.split("\n\n"))
+    for param in command.params:
+        if isinstance(param, click.Option) and param.help:
+            param.help = translate(param.help)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _translate_help(sub, translate)
+
+
 def main() -> None:
-    cli(prog_name="cosybuild")
+    from cosyinstall.i18n import wants_chinese
+
+    argv = sys.argv[1:]
+    if not wants_chinese(argv):
+        cli(args=_without_lang(argv), prog_name="cosybuild")
+        return
+    from cosyinstall import i18n
+    from cosyinstall.catalogue_zh import ARGPARSE_ZH, ZH as INSTALLER_ZH
+
+    from cosybuild.catalogue_zh import CLICK_ZH, ZH
+
+    translator = i18n.install([INSTALLER_ZH, ZH], ARGPARSE_ZH)
+    _translate_help(cli, translator.text)
+    for module in (click.core, click.formatting, click.exceptions, click.decorators):
+        vars(module)["_"] = lambda text: CLICK_ZH.get(text, text)  # click's own words ask gettext
+    cli(args=_without_lang(argv), prog_name="cosybuild")

@@ -13,6 +13,7 @@ from typing import Iterable
 from cosyinstall.errors import ArtifactRejected, UsageError
 
 from cosybuild.appsource import pin_app
+from cosybuild.localpaths import check_local_folders
 from cosybuild.lockfile import OPTIONAL_SECTIONS, SECTIONS, Lock, read_lock, stale_sections, write_lock
 from cosybuild.models import pin_models
 from cosybuild.packages import lock_packages
@@ -57,6 +58,7 @@ def lock_sections(profile: Profile, sections: Iterable[str] = SECTIONS + OPTIONA
 def ensure_lock(profile: Profile, sections: Iterable[str] = SECTIONS + OPTIONAL_SECTIONS) -> tuple[Lock, Path, list[str]]:
     """The lock with `sections` current: missing sections are locked now, stale ones refused (exit 3)."""
     sections = list(sections)
+    check_local_folders(profile)
     path = profile.lock_path()
     lock = read_lock(path) or Lock(profile.name, {"python": profile.target.python, "platform": profile.target.platform})
     missing, stale = stale_sections(lock, profile, sections)
@@ -79,6 +81,7 @@ class LockOutcome:
 
 def lock_command(profile: Profile, only: str | None = None, upgrade: bool = False) -> LockOutcome:
     """Pin the missing and stale sections (`only` one of them; all asked ones with `upgrade`)."""
+    check_local_folders(profile)
     wanted = [s for s in ([only] if only else list(SECTIONS + OPTIONAL_SECTIONS)) if s in profile.section_digests()]
     if only and not wanted:
         raise UsageError("%s has no %s section to lock" % (profile.path, only),

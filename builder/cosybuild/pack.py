@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,15 +77,17 @@ def _pack_models(profile: Profile, lock: Lock, cache: Cache, work: Path, out: Pa
     return path
 
 
-def _write_sums(out: Path, names: list[str], reporter: Reporter, stamp: BuildStamp) -> Path:
+def _write_sums(out: Path, names: list[str], reporter: Reporter, stamp: BuildStamp, published: Path | None = None) -> Path:
+    """SHA256SUMS in `out` for `names`, stamped with the build, keeping the lines of files `published` (the old --out) still holds."""
+    published = published or out
     known = {}
     try:
-        known = read_sums(str(out))
+        known = read_sums(str(published))
     except ArtifactRejected:
         pass
     items = []
-    for name in sorted(set(names) | {n for n in known if (out / n).is_file()}):
-        path = out / name
+    for name in sorted(set(names) | {n for n in known if (published / n).is_file()}):
+        path = out / name if name in names else published / name
         size = path.stat().st_size
         if name in names:
             with reporter.task("hashing %s" % name, size) as task:
@@ -97,6 +100,14 @@ def _write_sums(out: Path, names: list[str], reporter: Reporter, stamp: BuildSta
     tmp.write_text(format_stamp(stamp) + format_sums(items), encoding="utf-8")
     tmp.replace(sums)
     return sums
+
+
+def _publish(staging: Path, out: Path, names: list[str]) -> list[Path]:
+    """Move the finished files into `out`, SHA256SUMS last, so the box never lists a file not there."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in sorted(names, key=lambda n: n == SUMS_NAME):
+        (staging / name).replace(out / name)
+    return [out / name for name in names]
 
 
 def pack(profile: Profile, out: Path, reporter: Reporter, only: str | None = None, cache: Cache | None = None,
@@ -116,23 +127,33 @@ def pack(profile: Profile, out: Path, reporter: Reporter, only: str | None = Non
     if locked_now:
         reporter.info("locked %s (%s) -> %s" % (profile.name, ", ".join(locked_now), lock_path))
     cache = cache or Cache()
-    out.mkdir(parents=True, exist_ok=True)
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
     result = PackResult(out, lock_path, locked_now)
     stamp = result.stamp = next_stamp(profile.name, profile.path, lock_path, sequence)
-    with tempfile.TemporaryDirectory(prefix=".cosybuild-", dir=out) as tmp:
-        work = Path(tmp)
-        (work / "models").mkdir()
-        if only in (None, "packages"):
-            result.written.append(_pack_packages(profile, lock, cache, work, out, reporter, stamp.build_id, delta))
-        if only in (None, "models"):
-            result.written.append(_pack_models(profile, lock, cache, work / "models", out, reporter, stamp.build_id, delta))
-    result.written.append(build_pyz(out / PYZ_NAME))
-    sums = _write_sums(out, [p.name for p in result.written], reporter, stamp)
-    result.written.append(sums)
-    if sign is not None:
-        check_one_build(out, stamp)  # an artifact kept by --only from another build would be refused on the box
-        result.written.append(sign_sums(sums, sign))
-    else:
-        drop_stale_signature(sums)
+    # Everything is written beside --out first: a pack that fails leaves --out as it was.
+    staging = Path(tempfile.mkdtemp(prefix=".%s.packing-" % out.name, dir=out.parent))
+    try:
+        written: list[Path] = []
+        with tempfile.TemporaryDirectory(prefix=".cosybuild-", dir=staging) as tmp:
+            work = Path(tmp)
+            (work / "models").mkdir()
+            if only in (None, "packages"):
+                written.append(_pack_packages(profile, lock, cache, work, staging, reporter, stamp.build_id, delta))
+            if only in (None, "models"):
+                written.append(_pack_models(profile, lock, cache, work / "models", staging, reporter, stamp.build_id,
+                                            delta))
+        written.append(build_pyz(staging / PYZ_NAME))
+        sums = _write_sums(staging, [p.name for p in written], reporter, stamp, published=out)
+        written.append(sums)
+        if sign is not None:
+            # An artifact kept by --only from another build would be refused on the box.
+            check_one_build(stamp, staging, out)
+            written.append(sign_sums(sums, sign))
+        else:
+            drop_stale_signature(out / SUMS_NAME)
+        result.written = _publish(staging, out, [p.name for p in written])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     remember(stamp, profile.path, lock_path)
     return result

@@ -14,6 +14,9 @@ from typing import Any, Mapping
 from cosyinstall.artifact import GpuRequirement, ServerSpec
 from cosyinstall.errors import CosyError, UsageError
 
+from cosybuild.manifestkeys import check_keys
+from cosybuild.manifestsearch import find_manifest
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -109,25 +112,18 @@ class Profile:
                 for k, v in self.section_inputs().items()}
 
     def lock_path(self) -> Path:
-        manifests = (REPO_ROOT / "manifests").resolve()
-        if self.path.resolve().parent == manifests:
-            return REPO_ROOT / "lockfiles" / (self.name + ".lock.json")
+        folder = self.path.resolve().parent
+        lockfiles = folder.parent / "lockfiles"
+        if folder.name == "manifests" and lockfiles.is_dir():  # a repository's manifests/ locks into its lockfiles/
+            return lockfiles / (self.name + ".lock.json")
         return self.path.with_suffix(".lock.json")
 
 
 def resolve_manifest_path(spec: str | None) -> Path:
-    """A name in manifests/ or a path to a .toml file; default: the real CosyVoice manifest."""
-    spec = spec or "cosyvoice2-trtllm"
-    candidate = Path(spec)
-    if spec.endswith(".toml") or os.sep in spec or "/" in spec:
-        if not candidate.is_file():
-            raise UsageError("manifest %s does not exist" % spec)
-        return candidate.resolve()
-    named = REPO_ROOT / "manifests" / (spec + ".toml")
-    if not named.is_file():
-        known = sorted(p.stem for p in (REPO_ROOT / "manifests").glob("*.toml"))
-        raise UsageError("there is no manifest named %s" % spec, "choose one of: %s" % ", ".join(known))
-    return named
+    """A name in the manifest folders (cosybuild.manifestsearch) or a path to a .toml file; no default."""
+    if not spec:
+        raise UsageError("name a manifest", "for example cosybuild lock demo, the embedded demo, which needs only the package index")
+    return find_manifest(spec)
 
 
 def _strs(value: Any, where: str) -> tuple[str, ...]:
@@ -194,6 +190,7 @@ def load_profile(spec: str | None) -> Profile:
             raw = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError("%s is not valid TOML (%s)" % (where, exc)) from exc
+    check_keys(raw, where)
     target_t = _req(raw, "target", where)
     target = Target(str(_req(target_t, "python", where + " [target]")), str(_req(target_t, "platform", where + " [target]")),
                     _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where),

@@ -12,7 +12,8 @@ import cosyinstall
 __all__ = ["build_pyz"]
 
 SHEBANG = b"#!/usr/bin/env python3\n"
-MAIN = b"import sys\nfrom cosyinstall.cli import main\nsys.exit(main())\n"
+# The pyz runs the installer's own __main__.py, which any Python can parse (it names the Python needed).
+MAIN_SOURCE = "__main__.py"
 
 
 def _info(name: str) -> zipfile.ZipInfo:
@@ -32,7 +33,7 @@ def build_pyz(out: Path) -> Path:
         with tmp.open("wb") as raw:
             raw.write(SHEBANG)
             with zipfile.ZipFile(raw, "w") as archive:
-                archive.writestr(_info("__main__.py"), MAIN)
+                archive.writestr(_info("__main__.py"), (package / MAIN_SOURCE).read_bytes())
                 for src in sources:
                     arc = "cosyinstall/" + src.relative_to(package).as_posix()
                     archive.writestr(_info(arc), src.read_bytes())

@@ -17,11 +17,13 @@ from cosyinstall.zipread import ArtifactReader
 __all__ = ["check_one_build"]
 
 
-def check_one_build(out: Path, stamp: BuildStamp) -> None:
+def check_one_build(stamp: BuildStamp, *folders: Path) -> None:
+    """Each artifact, as the first of `folders` holding it (the new pack, then the kept --out), is of `stamp`."""
     for name, kind in sorted(KIND_OF.items()):
-        path = out / name
-        if not path.is_file():
+        found_in = [f / name for f in folders if (f / name).is_file()]
+        if not found_in:
             continue
+        path = found_in[0]
         with ArtifactReader(str(path), kind) as reader:
             found = reader.manifest.build_id()
         if found != stamp.build_id:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cosyinstall.artifact import KIND_OF, SUMS_NAME
-from cosyinstall.errors import ArtifactRejected
+from cosyinstall.errors import ArtifactRejected, UsageError
 from cosyinstall.progress import Reporter
 from cosyinstall.streams import hash_file
 from cosyinstall.sums import read_sums
@@ -19,6 +19,9 @@ def verify_dir(directory: Path, reporter: Reporter) -> list[str]:
 
     Members first, so a damaged zip is reported by the member that broke, not only by its hash.
     """
+    if not (directory / SUMS_NAME).is_file():
+        raise UsageError("%s holds no %s" % (directory, SUMS_NAME),
+                         "pass the folder that cosybuild pack --out wrote, for example cosybuild verify dist")
     lines = []
     for name, entry in sorted(read_sums(str(directory)).items()):
         path = directory / name

@@ -86,6 +86,8 @@ def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -
     findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda,
                         launcher=_launcher(bundle))
     choice = None
+    if not need_python:
+        findings = [_no_venv_row(bundle, opts.tree) if f.check == "python" else f for f in findings]
     if need_python:  # --python, the box's CPython or the bundled one
         choice = python_choice_for(bundle, facts, target, opts.python)
         findings = [choice.finding if f.check == "python" else f for f in findings]
@@ -101,6 +103,15 @@ def _launcher(bundle: Bundle) -> Optional[str]:
     except ArtifactRejected:
         return None
     return server.launcher if server is not None else None
+
+
+def _no_venv_row(bundle: Bundle, tree: InstallTree) -> Finding:
+    """The python row when no venv is to be built: say why, never claiming a venv that is not there."""
+    if inst.venv_record(tree) is not None:
+        return Finding("python", True, "not needed: the venv in %s is installed and current" % tree.venv)
+    if bundle.packages is None:
+        return Finding("python", True, "not needed: these uploads hold no offline_packages.zip", blocking=False)
+    return Finding("python", True, "not checked: offline_packages.zip cannot be installed", blocking=False)
 
 
 def _preflight(bundle: Bundle, journal: Journal, opts: Options, everything: bool

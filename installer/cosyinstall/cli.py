@@ -18,6 +18,7 @@ from cosyinstall.tree import InstallTree
 
 if TYPE_CHECKING:  # imported lazily at run time, where they are used
     from cosyinstall.artifact import ServerSpec
+    from cosyinstall.i18n import Translator
     from cosyinstall.progress import Reporter
 
 __all__ = ["main", "DEFAULT_FROM", "DEFAULT_TO"]
@@ -31,28 +32,40 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError("%s: %s" % (self.prog, message), "see --help")
 
 
+def _lang_option(parser: argparse.ArgumentParser) -> None:
+    # Read from argv before parsing (cosyinstall.i18n.wants_chinese); declared so it is accepted.
+    parser.add_argument("--lang", choices=("en", "zh"), default=argparse.SUPPRESS,
+                        help="language of the messages: en or zh (default: from LC_ALL, LC_MESSAGES, LANG)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cosyinstall", description="Verify, install and start a cosy-offline bundle with no network.")
     parser.add_argument("--version", action="version", version="cosyinstall " + __version__)
+    _lang_option(parser)
     common = _Parser(add_help=False)
+    _lang_option(common)
     common.add_argument("--to", default=DEFAULT_TO, help="install root, the app's source tree (default: %(default)s)")
     common.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    common.add_argument("--quiet", "-q", action="store_true", help="print only warnings and the result")
+    common.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    common.add_argument("--verbose", "-v", action="store_true",
+                        help="show every command line run (also written to the install log)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     sub.required = True
 
     def add(name: str, help_text: str, source: bool = False, server: bool = False) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if source:
-            cmd.add_argument("--from", dest="from_dir", default=DEFAULT_FROM,
-                             help="folder holding the uploads and SHA256SUMS (default: %(default)s)")
+            cmd.add_argument("--from", dest="from_dir", default=None,
+                             help="folder holding the uploads and SHA256SUMS (default: the pyz's folder when it"
+                                  " holds them, else %s, or the one folder below it that holds them)" % DEFAULT_FROM)
             cmd.add_argument("--python", help="the target CPython to build the venv from (default: search the box)")
         if server:
             cmd.add_argument("--launcher", choices=("mpirun", "direct"), help="override the manifest's launcher")
             cmd.add_argument("--port", type=int, help="override the manifest's port")
         return cmd
 
-    add("check", "preflight only: check the uploads and the box, change nothing", source=True)
+    check_cmd = add("check", "preflight only: check the uploads and the box, change nothing", source=True)
+    check_cmd.add_argument("--json", action="store_true", help="machine-readable output (schema cosy-offline/check/1)")
     apply_cmd = add("apply", "check, install and start the server", source=True, server=True)
     apply_cmd.add_argument("--no-start", action="store_true", help="install only; do not start the server")
     apply_cmd.add_argument("--wait", action="store_true", help="wait for another running apply instead of refusing")
@@ -70,14 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--wait", action="store_true", help="wait for a running apply instead of refusing")
     listed = add("generations", "list the installed generations")
     listed.add_argument("--json", action="store_true", help="machine-readable output")
-    add("verify", "re-hash the installed tree against its manifests")
+    verify_cmd = add("verify", "re-hash the installed tree against its manifests")
+    verify_cmd.add_argument("--json", action="store_true", help="machine-readable output (schema cosy-offline/verify/1)")
     start = add("start", "start the installed server and wait until it is ready", server=True)
     start.add_argument("--rebuild", action="store_true",
                        help="run every [[server.prepare]] step again (engine builds) and remove the build-outputs")
     stop = add("stop", "stop the server and every process it started")
     stop.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
     status = add("status", "show whether the server runs and answers")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true", help="machine-readable output (schema cosy-offline/status/1)")
     logs = add("logs", "print the end of the server log")
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.add_argument("-f", "--follow", action="store_true")
@@ -87,7 +101,23 @@ def _parser() -> argparse.ArgumentParser:
 def _reporter(args: argparse.Namespace) -> Reporter:
     from cosyinstall.progress import Reporter
 
-    return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False))
+    return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A result line: -q prints only errors."""
+    if not getattr(args, "quiet", False):
+        print(text)
+
+
+def _from_dir(args: argparse.Namespace, reporter: "Reporter") -> str:
+    from cosyinstall.fromdir import locate_uploads
+
+    folder, note = locate_uploads(args.from_dir)
+    if note:
+        reporter.info(note)
+    args.from_dir = folder
+    return folder
 
 
 def _spec(tree: InstallTree) -> ServerSpec:
@@ -125,13 +155,27 @@ def _start(tree: InstallTree, spec: ServerSpec, args: argparse.Namespace, report
 
 def _cmd_check(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.apply import Options, check
-    from cosyinstall.preflight import raise_first, render
+    from cosyinstall.preflight import first_blocking, raise_first, render
 
-    findings = check(Options(args.from_dir, tree, args.python), _reporter(args))
-    print(render(findings))
-    sys.stdout.flush()
+    reporter = _reporter(args)
+    findings = check(Options(_from_dir(args, reporter), tree, args.python), reporter)
+    if args.json:
+        from cosyinstall.reports import check_document
+
+        bad = first_blocking(findings)
+        print(json.dumps(check_document(args.from_dir, tree.root, findings, bad.code if bad else 0), sort_keys=True))
+        sys.stdout.flush()
+        try:
+            raise_first(findings)
+        except CosyError as exc:
+            exc.__dict__["json_printed"] = True
+            raise
+        return 0
+    if not args.quiet or first_blocking(findings) is not None:
+        print(render(findings))
+        sys.stdout.flush()
     raise_first(findings)
-    print("preflight passed: %s can be installed into %s" % (args.from_dir, tree.root))
+    _say(args, "preflight passed: %s can be installed into %s" % (args.from_dir, tree.root))
     return 0
 
 
@@ -140,17 +184,17 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.preflight import render
 
     reporter = _reporter(args)
-    with prepare(Options(args.from_dir, tree, args.python, args.wait, args.allow_downgrade, args.jobs),
+    with prepare(Options(_from_dir(args, reporter), tree, args.python, args.wait, args.allow_downgrade, args.jobs),
                  reporter) as prepared:
         # The table comes first, before anything is written, so a refusal is seen in context.
-        if not args.quiet or prepared.blocked or any(not f.ok for f in prepared.findings):
+        if not args.quiet or prepared.blocked:
             print(render(prepared.findings))
             sys.stdout.flush()
         outcome = install(prepared)
         if outcome.ran:
-            print("installed into %s (%s)" % (tree.root, ", ".join(outcome.ran)))
+            _say(args, "installed into %s (%s)" % (tree.root, ", ".join(outcome.ran)))
         else:
-            print("nothing changed: %s already holds these artifacts" % tree.root)
+            _say(args, "nothing changed: %s already holds these artifacts" % tree.root)
         if args.no_start:
             _prune(tree, args, reporter)
             return 0
@@ -160,7 +204,7 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
         # Started under the apply lock, as before: a second apply cannot swap the tree meanwhile.
         url = _start_generation(tree, outcome, args, reporter)
         _prune(tree, args, reporter)
-    print("server ready: %s" % url)
+    _say(args, "server ready: %s" % url)
     return 0
 
 
@@ -192,9 +236,9 @@ def _cmd_rollback(args: argparse.Namespace, tree: InstallTree) -> int:
     reporter = _reporter(args)
     was, now, url = roll_back(tree, reporter, lambda pinned: _start(pinned, _spec(pinned), args, reporter),
                               grace=args.grace, wait=args.wait)
-    print("rolled back: generation %s is current (was %s)" % (now, was))
+    _say(args, "rolled back: generation %s is current (was %s)" % (now, was))
     if url:
-        print("server ready: %s" % url)
+        _say(args, "server ready: %s" % url)
     return 0
 
 
@@ -210,18 +254,29 @@ def _cmd_verify(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.verify import verify_and_mark
 
     verdict = verify_and_mark(tree, _reporter(args))
+    if args.json:
+        from cosyinstall.reports import verify_document
+
+        error = None if verdict.ok else verdict.error()
+        print(json.dumps(verify_document(tree.root, verdict.problems, verdict.marked,
+                                         error.exit_code if error else 0), sort_keys=True))
+        sys.stdout.flush()
+        if error is not None:
+            error.__dict__["json_printed"] = True
+            raise error
+        return 0
     if not verdict.ok:
         for problem in verdict.problems:
             print("  " + problem, file=sys.stderr)
         raise verdict.error()
-    print("verified: %s matches its manifests" % tree.root)
+    _say(args, "verified: %s matches its manifests" % tree.root)
     return 0
 
 
 def _cmd_start(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.generations import pinned
 
-    print("server ready: %s" % _start(pinned(tree), _spec(tree), args, _reporter(args)))
+    _say(args, "server ready: %s" % _start(pinned(tree), _spec(tree), args, _reporter(args)))
     return 0
 
 
@@ -229,11 +284,13 @@ def _cmd_stop(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.server_stop import stop_server
 
     was = stop_server(tree, grace=args.grace)
-    print("server stopped" if was else "server was not running")
+    _say(args, "server stopped" if was else "server was not running")
     return 0
 
 
 def _cmd_status(args: argparse.Namespace, tree: InstallTree) -> int:
+    from cosyinstall.installed import anything_installed
+    from cosyinstall.reports import STATUS_EXIT, status_document, status_lines
     from cosyinstall.server_status import server_status
 
     spec = None
@@ -241,13 +298,12 @@ def _cmd_status(args: argparse.Namespace, tree: InstallTree) -> int:
         spec = _spec(tree)
     except CosyError:
         pass
-    info = server_status(tree, spec)
+    doc = status_document(server_status(tree, spec), anything_installed(tree), tree.root)
     if args.json:
-        print(json.dumps(info, sort_keys=True))
+        print(json.dumps(doc, sort_keys=True))
     else:
-        for key in sorted(info):
-            print("%-8s %s" % (key, info[key]))
-    return 0
+        print("\n".join(status_lines(doc)))
+    return STATUS_EXIT[doc["state"]]
 
 
 def _cmd_logs(args: argparse.Namespace, tree: InstallTree) -> int:
@@ -282,15 +338,46 @@ _COMMANDS = {
 }
 
 
+def _json_error(command: str, exc: CosyError) -> None:
+    """A script reading --json gets a document even when the command failed before writing its own."""
+    from cosyinstall.reports import SCHEMAS, error_document
+
+    if not getattr(exc, "json_printed", False) and command in SCHEMAS:
+        print(json.dumps(error_document(command, exc.sentence(), exc.exit_code), sort_keys=True))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
+    from cosyinstall.i18n import wants_chinese
+
+    if not wants_chinese(argv):
+        return _main(argv, None)
+    from cosyinstall import i18n
+    from cosyinstall.catalogue_zh import ARGPARSE_ZH, ZH
+
+    streams = sys.stdout, sys.stderr
     try:
-        args = _parser().parse_args(argv)
+        return _main(argv, i18n.install([ZH], ARGPARSE_ZH))
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: List[str], translator: "Optional[Translator]") -> int:
+    debug = "--debug" in argv
+    args = None
+    try:
+        parser = _parser()
+        if translator is not None:
+            from cosyinstall.i18n import translate_parser
+
+            translate_parser(parser, translator)
+        args = parser.parse_args(argv)
         return _COMMANDS[args.command](args, InstallTree(args.to))
     except CosyError as exc:
         if debug:
             traceback.print_exc()
+        if args is not None and getattr(args, "json", False) and args.command != "status":
+            _json_error(args.command, exc)
         print("cosyinstall: error: %s" % exc.sentence(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ EXIT_BUG = 1
 
 
 class CosyError(Exception):
-    """Base of every error a user may see; `exit_code` follows DESIGN.md section 4.2."""
+    """Base of every error a user may see; `exit_code` follows docs/exit-codes.md."""
 
     exit_code = 1
 

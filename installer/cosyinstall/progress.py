@@ -86,6 +86,7 @@ class Reporter:
         live: Optional[bool] = None,
         quiet: bool = False,
         line_interval: float = 10.0,
+        verbose: bool = False,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.log = log
@@ -93,6 +94,7 @@ class Reporter:
         self.live = isatty() if live is None else live
         self.quiet = quiet
         self.line_interval = line_interval
+        self.verbose = verbose
         self.warnings: List[str] = []
 
     def task(self, label: str, total: int = 0) -> Task:
@@ -101,9 +103,17 @@ class Reporter:
     def info(self, message: str) -> None:
         self._emit(message)
 
+    def detail(self, message: str) -> None:
+        """Shown only with --verbose (full command lines); always in the log."""
+        if self.verbose and not self.quiet:
+            self._emit(message)
+        else:
+            self._log(message)
+
     def warn(self, message: str) -> None:
+        # -q prints only errors: a warning then goes to the log alone.
         self.warnings.append(message)
-        self._emit("WARNING: " + message, always=True)
+        self._emit("WARNING: " + message)
 
     def _emit(self, message: str, always: bool = False) -> None:
         if not self.quiet or always:

@@ -17,6 +17,7 @@ from cosyinstall.errors import ArtifactRejected, DiskFull, EnvironmentUnsuitable
 from cosyinstall.install_plan import canonical_name
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.tree import InstallTree
+from cosyinstall.uvprogress import InstallProgress, count_requirements
 
 __all__ = ["Uv", "uv_env", "venv_version", "installed_dists"]
 
@@ -77,7 +78,7 @@ class Uv:
         """
         argv = [self.exe] + args
         reporter = self.reporter
-        reporter.info("%s: %s" % (what, " ".join(argv)))
+        reporter.detail("%s: %s" % (what, " ".join(argv)))  # the full line only with --verbose, and in the log
         os.makedirs(self.cache_dir, exist_ok=True)
         try:
             proc = subprocess.run(argv, env=uv_env(self.cache_dir), stdout=subprocess.PIPE,
@@ -117,7 +118,8 @@ class Uv:
         if requirements is not None:
             args += ["--requirement", requirements]
         args += list(files)
-        self.run(args, "installing packages")
+        with InstallProgress(tree, count_requirements(requirements, files), self.reporter):
+            self.run(args, "installing packages")
 
     def install_exact(self, tree: InstallTree, requirements: str, reinstall: Sequence[str] = ()) -> None:
         """Install exactly the hash-pinned files a requirements file names, without their dependencies."""
@@ -135,4 +137,5 @@ class Uv:
 
     def uninstall(self, tree: InstallTree, names: Sequence[str]) -> None:
         if names:
+            self.reporter.info("removing packages: %s" % ", ".join(names))
             self.run(["pip", "uninstall", "--python", tree.venv_python] + list(names), "removing packages")

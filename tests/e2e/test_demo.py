@@ -38,7 +38,7 @@ def test_apply_offline_serves_then_stops(dist: Path, tmp_path: Path) -> None:
         "python3 -c \"import urllib.request as u; r=u.urlopen('http://127.0.0.1:{port}/', timeout=10); "
         "print('HTTP', r.status, r.read().decode())\" && "
         "python3 -c \"import urllib.request as u; print('SPEAKERS', u.urlopen('http://127.0.0.1:{port}/api/speakers').read().decode())\" && "
-        "{p} status --json --to {t} && {p} stop --to {t} && {p} status --json --to {t}"
+        "{p} status --json --to {t} && {p} stop --to {t} && ({p} status --json --to {t}; test $? -eq 6)"
     ).format(p=pyz_cmd, d=dist, t=to, port=port)
     proc = run(offline(script), timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
