@@ -31,7 +31,7 @@ from support import apply_argv, pyz, rewrite_sums  # noqa: E402
 
 def _size(root: Path) -> int:
     seen, total = set(), 0
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, _dirs, files in os.walk(root):
         for name in files:
             st = os.lstat(os.path.join(dirpath, name))
             if (st.st_dev, st.st_ino) not in seen:

@@ -25,8 +25,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "models": ("name", "source", "repo", "revision", "include", "exclude", "unzip", "install-wheels"),
     "server": ("command", "launcher", "port", "ready-log", "health-path", "ready-timeout", "silence-timeout",
                "build-outputs", "prepare", "probe"),
-    "server.prepare": ("command", "creates", "clean", "timeout", "gpu-keyed"),
-    "server.probe": ("method", "path", "form", "json", "expect", "min-bytes", "timeout"),
+    "server.prepare": ("name", "command", "creates", "clean", "timeout", "gpu-keyed"),
+    "server.probe": ("method", "path", "form", "json", "files", "expect", "min-bytes", "timeout"),
 }
 
 # Tables written as [[name]]: a list of tables, each checked against the same keys.

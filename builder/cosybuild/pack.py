@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from cosyinstall.artifact import BUILD_ID_KEY, MODELS_ZIP, PACKAGES_ZIP, PYZ_NAME, SUMS_NAME, AppRecord, PackagesMeta
 from cosyinstall.buildstamp import BuildStamp, format_stamp
@@ -44,8 +45,8 @@ class PackResult:
     stamp: BuildStamp | None = None
 
 
-def _target(profile: Profile) -> dict:
-    target: dict[str, str | bool] = {"python": profile.target.python, "platform": profile.target.platform}
+def _target(profile: Profile) -> dict[str, Any]:
+    target: dict[str, Any] = {"python": profile.target.python, "platform": profile.target.platform}
     if profile.target.shared_libpython:
         target["shared-libpython"] = True  # the installer asks the interpreter for its libpython
     if profile.target.gpu is not None:

@@ -17,6 +17,7 @@ from cosyinstall.errors import EXIT_BUG, ArtifactRejected, CosyError, UsageError
 from cosyinstall.tree import InstallTree
 
 if TYPE_CHECKING:  # imported lazily at run time, where they are used
+    from cosyinstall.apply import Outcome
     from cosyinstall.artifact import ServerSpec
     from cosyinstall.i18n import Translator
     from cosyinstall.progress import Reporter
@@ -208,12 +209,13 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
     return 0
 
 
-def _start_generation(tree: InstallTree, outcome, args: argparse.Namespace, reporter) -> str:
+def _start_generation(tree: InstallTree, outcome: "Outcome", args: argparse.Namespace, reporter: "Reporter") -> str:
     """Start the server pinned to the current generation; on exit 5 go back unless --no-rollback."""
     from cosyinstall import generations as gens
     from cosyinstall.errors import NotReady
     from cosyinstall.rollback import after_not_ready
 
+    assert outcome.server is not None, "apply starts only a bundle that defines a server"
     try:
         return _start(gens.pinned(tree), outcome.server, args, reporter, restart=bool(outcome.ran))
     except NotReady as exc:
@@ -223,7 +225,7 @@ def _start_generation(tree: InstallTree, outcome, args: argparse.Namespace, repo
                               lambda pinned: _start(pinned, _spec(pinned), args, reporter)) from None
 
 
-def _prune(tree: InstallTree, args: argparse.Namespace, reporter) -> None:
+def _prune(tree: InstallTree, args: argparse.Namespace, reporter: "Reporter") -> None:
     from cosyinstall import generations as gens
 
     for gen_id in gens.prune(tree, max(args.keep, 1)):

@@ -31,7 +31,7 @@ FULL: dict[str, Any] = {
     "app": {"path": "app"},
     "models": [{"name": "m", "source": "local", "repo": "weights"}],
     "server": {"command": ["python", "server.py", "--port", "{port}"], "port": 6008, "ready-log": "ready",
-               "probe": {"path": "/"}, "prepare": [{"command": ["true"], "creates": "x"}]},
+               "probe": {"path": "/"}, "prepare": [{"name": "build", "command": ["true"], "creates": "x"}]},
 }
 
 
