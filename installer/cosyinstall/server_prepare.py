@@ -14,7 +14,6 @@ server could not be brought up; the sentence names the step and its last log lin
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ from cosyinstall.server_log import marker
 from cosyinstall.server_stop import terminate
 from cosyinstall.tree import RESERVED_TOP, InstallTree
 from cosyinstall.waitline import WaitLine
+from cosyinstall.journal import json_bytes, read_json_object, write_atomic
 
 __all__ = ["before_start", "after_ready", "load_record", "save_record", "gpu_identity", "models_digest", "tree_path"]
 
@@ -45,24 +45,12 @@ _SHOW_LINES = 5
 
 
 def load_record(tree: InstallTree) -> Dict[str, Any]:
-    try:
-        with open(tree.prepare_record, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(tree.prepare_record) or {}
 
 
 def save_record(tree: InstallTree, record: Dict[str, Any]) -> None:
-    path = tree.prepare_record
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
     # A start killed at any moment leaves the old record or the new one, never half of one.
-    os.replace(tmp, path)
+    write_atomic(tree.prepare_record, json_bytes(record))
 
 
 def gpu_identity() -> GpuId:
