@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from cosyinstall.boundedjson import JsonRefused, loads_bounded
 from cosyinstall.errors import ArtifactRejected
+from cosyinstall.nameclash import check_no_clash
 from cosyinstall.names import check_member_name
 
 __all__ = [
@@ -206,9 +208,9 @@ class ArtifactManifest:
     @classmethod
     def from_bytes(cls, raw: bytes, where: str = MANIFEST_NAME) -> "ArtifactManifest":
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ArtifactRejected("%s is not valid JSON (%s)" % (where, exc))
+            data = loads_bounded(raw)
+        except JsonRefused as exc:
+            raise ArtifactRejected("%s is refused: %s" % (where, exc))
         return cls.from_dict(data, where)
 
     def validate(self, where: str = MANIFEST_NAME) -> None:
@@ -222,10 +224,12 @@ class ArtifactManifest:
                 raise ArtifactRejected("%s lists %s twice" % (where, entry.path))
             seen.add(key)
         # The metadata is read here too, so a bad record stops the install before anything is written.
+        paths = [e.path for e in self.files]
         if self.kind == "models":
-            ModelsMeta.from_manifest(self)
+            paths += [d.path for d in ModelsMeta.from_manifest(self).duplicates]
         else:
             PackagesMeta.from_manifest(self)
+        check_no_clash(paths, where)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"format": self.format, "kind": self.kind, "name": self.name, "target": self.target}

@@ -29,6 +29,7 @@ from cosyinstall.preflight import Finding
 from cosyinstall.probe import PythonFound
 from cosyinstall.progress import Reporter
 from cosyinstall.python_choice import BundledPython
+from cosyinstall.step_outputs import missing_output
 from cosyinstall.streams import hash_file
 from cosyinstall.tree import InstallTree
 from cosyinstall.venv import Uv, installed_dists, venv_version
@@ -79,7 +80,9 @@ def todo(bundle: Bundle, state: Journal) -> List[Tuple[str, str]]:
         steps.append(("venv", bundle.packages.digest("venv")))
     if bundle.models is not None:
         steps.append(("models", bundle.models.digest("models")))
-    return [(step, digest) for step, digest in steps if state.step_done(step) != digest]
+    # A step recorded as done whose output has gone (a deleted .venv) is redone too.
+    return [(step, digest) for step, digest in steps
+            if state.step_done(step) != digest or missing_output(state.tree, step) is not None]
 
 
 def install(run: Run, ran: List[str]) -> None:
@@ -199,7 +202,9 @@ def _stage_files(run: Run, step: str, reader: Any, items: List[Item], installed:
     pending = run.state.pending(step)
     size, digest = _on_disk(root)
     old_paths = [i.rel for i in installed] + (pending or [])
-    plan = plan_files(items, installed_map(installed), size, digest, pending is not None, old_paths)
+    # Not recorded at all (a first install, or a damaged journal): the files on disk are unknown, so hashed.
+    unknown = pending is not None or run.state.step_done(step) is None
+    plan = plan_files(items, installed_map(installed), size, digest, unknown, old_paths)
     staging = run.tree.staging(step)
     rmtree(staging)
     written = stage_items(reader, plan.write, staging, run.reporter)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
+from cosyinstall.boundedjson import JsonRefused, loads_bounded, read_bounded
 from cosyinstall.errors import EnvironmentUnsuitable
 from cosyinstall.tree import InstallTree
 
@@ -25,7 +27,9 @@ __all__ = ["Journal", "ApplyLock", "write_atomic", "read_small", "read_json_obje
 def write_atomic(path: str, payload: bytes) -> None:
     """Write atomically: a reader sees the old or the new content, never a mix."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    _clear_folder(path)
     tmp = path + ".tmp"
+    _clear_folder(tmp)
     try:
         with open(tmp, "wb") as handle:
             handle.write(payload)
@@ -39,11 +43,15 @@ def write_atomic(path: str, payload: bytes) -> None:
 
 
 def read_small(path: str) -> Optional[bytes]:
-    """A small state file's bytes, or None when it does not exist."""
+    """A small state file's bytes, or None when it does not exist or is not a plausible state file.
+
+    A folder, or a file larger than any state file we write, at that path is damage: the
+    callers treat None as "unknown, redo", which is safe.
+    """
     try:
         with open(path, "rb") as handle:
-            return handle.read()
-    except (FileNotFoundError, NotADirectoryError):
+            return read_bounded(handle)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, JsonRefused):
         return None
 
 
@@ -53,10 +61,16 @@ def read_json_object(path: str) -> Optional[Dict[str, Any]]:
     if raw is None:
         return None
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        data = loads_bounded(raw)
+    except JsonRefused:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _clear_folder(path: str) -> None:
+    """A folder where a state file belongs (damage) would make the rename onto it fail: remove it."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
 
 
 def json_bytes(data: Any) -> bytes:
@@ -81,14 +95,19 @@ class Journal:
 
     def load(self) -> Dict[str, Any]:
         # A torn write cannot happen (we rename), so a damaged file is damage: start over safely.
-        return read_json_object(self.tree.journal) or {}
+        # Parts of the wrong type are damage too: dropped, so the steps they named are redone.
+        data = read_json_object(self.tree.journal) or {}
+        steps = data.get("steps")
+        data["steps"] = {k: v for k, v in steps.items() if isinstance(v, str)} if isinstance(steps, dict) else {}
+        uploads = data.get("uploads")
+        data["uploads"] = {k: v for k, v in uploads.items() if isinstance(v, dict)} if isinstance(uploads, dict) else {}
+        return data
 
     def save(self, data: Dict[str, Any]) -> None:
         write_atomic(self.tree.journal, json_bytes(data))
 
     def steps(self) -> Dict[str, str]:
-        steps = self.load().get("steps", {})
-        return steps if isinstance(steps, dict) else {}
+        return self.load()["steps"]
 
     def step_done(self, step: str) -> Optional[str]:
         return self.steps().get(step)
@@ -113,10 +132,11 @@ class Journal:
         if raw is None:
             return None
         try:
-            paths = json.loads(raw.decode("utf-8")).get("paths", [])
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            paths = []
-        return [p for p in paths if isinstance(p, str)]
+            data = loads_bounded(raw)
+        except JsonRefused:
+            data = None
+        paths = data.get("paths") if isinstance(data, dict) else None
+        return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
 
     def begin(self, step: str, paths: Iterable[str]) -> None:
         """Record that `step` starts and may touch `paths` (added to any earlier attempt's)."""
