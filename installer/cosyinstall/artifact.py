@@ -210,7 +210,7 @@ class ArtifactManifest:
         try:
             data = loads_bounded(raw)
         except JsonRefused as exc:
-            raise ArtifactRejected("%s is refused: %s" % (where, exc))
+            raise ArtifactRejected("%s is refused: %s" % (where, exc)) from None
         return cls.from_dict(data, where)
 
     def validate(self, where: str = MANIFEST_NAME) -> None:

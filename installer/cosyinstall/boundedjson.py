@@ -74,16 +74,16 @@ def loads_bounded(raw: bytes, limit: int = MAX_BYTES, max_values: int = MAX_VALU
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise JsonRefused("it is not UTF-8 text")
+        raise JsonRefused("it is not UTF-8 text") from None
     try:
         data = json.loads(text, parse_int=_bounded_int)
     except JsonRefused:
         raise
     except RecursionError:
-        raise JsonRefused("it nests deeper than %d levels" % max_depth)
+        raise JsonRefused("it nests deeper than %d levels" % max_depth) from None
     except ValueError as exc:
         # Includes numbers too long for int() (Python 3.11+ refuses over 4,300 digits).
-        raise JsonRefused("it is not valid JSON (%s)" % str(exc)[:200])
+        raise JsonRefused("it is not valid JSON (%s)" % str(exc)[:200]) from None
     if not _depth_within(data, max_depth):
         raise JsonRefused("it nests deeper than %d levels" % max_depth)
     return data

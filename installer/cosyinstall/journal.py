@@ -78,6 +78,8 @@ def json_bytes(data: Any) -> bytes:
 
 
 def remove_file(path: str) -> None:
+    """Remove a state file; a folder at its path (damage) goes too."""
+    _clear_folder(path)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -186,6 +188,7 @@ class ApplyLock:
         while True:
             os.makedirs(self.tree.state, exist_ok=True)
             path = self.tree.lock
+            _clear_folder(path)  # a folder there is damage; the lock file itself holds nothing
             handle = open(path, "a+")
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,6 +20,7 @@ def check_no_clash(paths: Iterable[str], where: str) -> None:
     # With '/' as NUL (the lowest character, and never in a checked name), sorting puts every
     # path under `a` right after `a` itself: one pass over neighbours, one string per member.
     keys = sorted((fold(p).replace("/", "\x00"), p) for p in paths)
-    for (key, path), (after, other) in zip(keys, keys[1:]):
+    for i in range(1, len(keys)):
+        (key, path), (after, other) = keys[i - 1], keys[i]
         if after.startswith(key + "\x00"):
             raise ArtifactRejected("%s holds %s as a file and as the folder of %s" % (where, path, other))

@@ -97,8 +97,8 @@ def read_sums(directory: str) -> Dict[str, SumEntry]:
         with open(path, "rb") as handle:
             return _parse_lines(_bounded_lines(handle, path), path)
     except FileNotFoundError:
-        raise ArtifactRejected("%s is missing" % path, "upload it next to the zips")
+        raise ArtifactRejected("%s is missing" % path, "upload it next to the zips") from None
     except UnicodeDecodeError:
-        raise ArtifactRejected("%s is not a text file" % path)
+        raise ArtifactRejected("%s is not a text file" % path) from None
     except OSError as exc:
-        raise ArtifactRejected("%s cannot be read (%s)" % (path, exc.strerror or exc), "upload it again")
+        raise ArtifactRejected("%s cannot be read (%s)" % (path, exc.strerror or exc), "upload it again") from None
