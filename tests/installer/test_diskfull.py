@@ -12,7 +12,7 @@ import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -60,27 +60,36 @@ def _fill(root: Path, leave: int) -> Path:
     return filler
 
 
+def apply_with_disk_left(dist: Path, to: Path, leave: int) -> Tuple[subprocess.CompletedProcess, Path]:
+    """`apply --wait` of dist into to, the disk filled to `leave` free bytes once preflight has passed.
+
+    (the finished apply, the ballast file to delete to give the space back)
+    """
+    os.makedirs(to / ".cosyinstall", exist_ok=True)
+    holder = open(to / ".cosyinstall" / "lock", "a+")
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+    proc = subprocess.Popen(apply_argv(dist, to, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        said = b""
+        for line in proc.stderr:
+            said += line
+            if b"waiting for it to finish" in line:
+                break
+        assert b"waiting for it to finish" in said, said.decode()
+        # Preflight has passed; now the disk fills (another program, in real life).
+        filler = _fill(to, leave)
+    finally:
+        holder.close()
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), said.decode() + err.decode()), filler
+
+
 def test_disk_filling_up_during_extraction_ends_in_one_sentence_and_no_partial_state(dist: Path, tmp_path: Path) -> None:
     with _tmpfs(tmp_path / "disk", "600m") as to:
-        (to / ".cosyinstall").mkdir()
-        holder = open(to / ".cosyinstall" / "lock", "a+")
-        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
-        proc = subprocess.Popen(apply_argv(dist, to, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            assert proc.stderr is not None
-            said = b""
-            for line in proc.stderr:
-                said += line
-                if b"waiting for it to finish" in line:
-                    break
-            assert b"waiting for it to finish" in said, said.decode()
-            # Preflight has passed; now the disk fills (another program, in real life).
-            filler = _fill(to, leave=4 << 20)
-        finally:
-            holder.close()
-        out, err = proc.communicate(timeout=300)
-        stderr = said.decode() + err.decode()
-        assert proc.returncode == 4, out.decode() + stderr
+        done, filler = apply_with_disk_left(dist, to, leave=4 << 20)
+        stderr = done.stderr
+        assert done.returncode == 4, done.stdout + stderr
         sentence = one_sentence(stderr)
         assert "the disk filled up while writing" in sentence
         assert "free some space and run apply again; nothing was left behind" in sentence
