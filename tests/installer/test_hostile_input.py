@@ -198,3 +198,21 @@ def test_hostile_upload_is_refused_with_exit_3_in_512_mb(case: str, tmp_path: Pa
     sentence = one_sentence(said)
     assert expected in said, (case, sentence, said[-2000:])
     assert not (tmp_path / "to").exists(), "check wrote into --to"
+
+
+def test_the_writer_refuses_a_manifest_the_box_would_refuse(tmp_path: Path) -> None:
+    """cosybuild pack writes through zipwrite: a manifest beyond the box's bounds fails at pack time, not after the upload."""
+    sys.path.insert(0, INSTALLER)
+    from cosyinstall.errors import ArtifactRejected
+    from cosyinstall.zipwrite import Member, write_artifact
+
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"a")
+    deep: object = "leaf"
+    for _ in range(40):
+        deep = [deep]
+    out = tmp_path / "pretrained_models.zip"
+    with pytest.raises(ArtifactRejected) as refused:
+        write_artifact(str(out), "models", "deep", {}, [Member("voice/a.bin", str(source), 1)], {"pin": deep})
+    assert "would be refused by cosyinstall: it nests deeper than 32 levels" in refused.value.message
+    assert not out.exists() and list(tmp_path.iterdir()) == [source]
