@@ -216,3 +216,13 @@ def test_the_writer_refuses_a_manifest_the_box_would_refuse(tmp_path: Path) -> N
         write_artifact(str(out), "models", "deep", {}, [Member("voice/a.bin", str(source), 1)], {"pin": deep})
     assert "would be refused by cosyinstall: it nests deeper than 32 levels" in refused.value.message
     assert not out.exists() and list(tmp_path.iterdir()) == [source]
+
+
+@pytest.mark.parametrize("command", ["status", "stop"])
+def test_server_record_nested_200000_deep_is_no_record(command: str, tmp_path: Path) -> None:
+    state = tmp_path / "to" / ".cosyinstall"
+    state.mkdir(parents=True)
+    (state / "server.pid").write_bytes(b"[" * 200000 + b"]" * 200000)
+    proc = cosyinstall_limited(command, "--to", str(tmp_path / "to"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
