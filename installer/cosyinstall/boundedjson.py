@@ -60,8 +60,9 @@ def _depth_within(data: Any, limit: int) -> bool:
 
 def _bounded_int(digits: str) -> int:
     # int() of a long digit string is quadratic before Python 3.11 and refused after it.
-    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
-        raise JsonRefused("it holds a number of %d digits" % len(digits))
+    count = len(digits.lstrip("-"))
+    if count > MAX_INT_DIGITS:
+        raise JsonRefused("it holds a number of %d digits" % count)
     return int(digits)
 
 

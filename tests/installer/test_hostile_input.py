@@ -226,3 +226,36 @@ def test_server_record_nested_200000_deep_is_no_record(command: str, tmp_path: P
     proc = cosyinstall_limited(command, "--to", str(tmp_path / "to"))
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+
+
+def test_json_bounds_are_exact() -> None:
+    sys.path.insert(0, INSTALLER)
+    from cosyinstall.boundedjson import MAX_DEPTH, MAX_INT_DIGITS, JsonRefused, loads_bounded
+
+    assert loads_bounded(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+    with pytest.raises(JsonRefused, match="nests deeper"):
+        loads_bounded(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    assert loads_bounded(b"9" * MAX_INT_DIGITS) == int("9" * MAX_INT_DIGITS)
+    with pytest.raises(JsonRefused, match="number of 20 digits"):
+        loads_bounded(b"-" + b"9" * (MAX_INT_DIGITS + 1))
+    assert loads_bounded(b"[0,1,2]", max_values=4) == [0, 1, 2]
+    with pytest.raises(JsonRefused, match="more than 3 values"):
+        loads_bounded(b"[0,1,2]", max_values=3)
+    with pytest.raises(JsonRefused, match="larger than 4 bytes"):
+        loads_bounded(b"[1, 2]", limit=4)
+    with pytest.raises(JsonRefused, match="not UTF-8"):
+        loads_bounded(b'"\xff"')
+
+
+def test_file_and_folder_clash_finds_every_shape() -> None:
+    sys.path.insert(0, INSTALLER)
+    from cosyinstall.errors import ArtifactRejected
+    from cosyinstall.nameclash import check_no_clash
+
+    # Siblings that sort between a name and its folder ('a-b', 'a.c' < 'a/'): no clash.
+    check_no_clash(["a-b", "a.c", "a0/x", "a/c/d", "a/e", "b"], "zip")
+    for paths, file, inner in ((["a", "a/b"], "a", "a/b"), (["x/a-b", "x/a", "x/a/c/d"], "x/a", "x/a/c/d"),
+                               (["A/b", "a"], "a", "A/b")):
+        with pytest.raises(ArtifactRejected) as refused:
+            check_no_clash(paths, "zip")
+        assert refused.value.message == "zip holds %s as a file and as the folder of %s" % (file, inner)
