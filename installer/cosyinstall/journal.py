@@ -99,17 +99,17 @@ class Journal:
         # A torn write cannot happen (we rename), so a damaged file is damage: start over safely.
         # Parts of the wrong type are damage too: dropped, so the steps they named are redone.
         data = read_json_object(self.tree.journal) or {}
-        steps = data.get("steps")
-        data["steps"] = {k: v for k, v in steps.items() if isinstance(v, str)} if isinstance(steps, dict) else {}
-        uploads = data.get("uploads")
-        data["uploads"] = {k: v for k, v in uploads.items() if isinstance(v, dict)} if isinstance(uploads, dict) else {}
+        for key, kind in (("steps", str), ("uploads", dict)):
+            if key in data:
+                part = data[key]
+                data[key] = {k: v for k, v in part.items() if isinstance(v, kind)} if isinstance(part, dict) else {}
         return data
 
     def save(self, data: Dict[str, Any]) -> None:
         write_atomic(self.tree.journal, json_bytes(data))
 
     def steps(self) -> Dict[str, str]:
-        return self.load()["steps"]
+        return self.load().get("steps", {})
 
     def step_done(self, step: str) -> Optional[str]:
         return self.steps().get(step)
