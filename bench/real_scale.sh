@@ -7,7 +7,8 @@
 # Needs: root (unshare -n), the tools installed (pip install -e .), a CPython 3.10 (pyenv,
 # uv or PATH), the package index reachable. The fork's git URL may be unreachable, so the app
 # comes from a small local folder: the manifest is copied with [app] path = the demo app; the
-# committed lock's packages section is what gets packed.
+# committed lock's packages section is what gets packed. The bundled CPython is left out
+# (bundle-python dropped from the copy): its download host is unreachable here.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-${TMPDIR:-/tmp}/cosy-real-scale}
@@ -28,7 +29,7 @@ man=$work/manifest
 rm -rf "$man" "$work/dist" "$work/box"
 mkdir -p "$man"
 cp "$repo/manifests/cosyvoice2-common.in" "$man/"
-sed -e '/^\[app\]/,/^\[/{/^git = /d;/^rev = /d;/^submodules = /d}' \
+sed -e '/^\[app\]/,/^\[/{/^git = /d;/^rev = /d;/^submodules = /d}' -e '/^bundle-python = /d' \
     -e "s|^\[app\]|[app]\npath = \"$repo/examples/demo/app\"|" \
     "$repo/manifests/cosyvoice2-pytorch.toml" > "$man/cosyvoice2-pytorch.toml"
 "$py" - "$repo/lockfiles/cosyvoice2-pytorch.lock.json" "$man/cosyvoice2-pytorch.lock.json" <<'PY'

@@ -27,7 +27,7 @@ import shutil
 import tarfile
 import threading
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 from support import REPO, cosybuild, find_python
 

@@ -61,7 +61,7 @@ def copy_dist(src: Path, dest: Path) -> Path:
 def one_sentence(stderr: str) -> str:
     """The error line a user sees; asserts there is no traceback around it."""
     assert "Traceback" not in stderr, stderr
-    lines = [l for l in stderr.splitlines() if l.startswith("cosyinstall: ") or l.startswith("cosybuild: ")]
+    lines = [line for line in stderr.splitlines() if line.startswith("cosyinstall: ") or line.startswith("cosybuild: ")]
     assert lines, stderr
     return lines[-1]
 
@@ -114,7 +114,7 @@ def tree_digest(root: Path, exclude: tuple = (".cosyinstall",)) -> dict[str, tup
                 with p.open("rb") as f:
                     data = f.read() if name == "RECORD" else None
                     if data is not None:
-                        data = b"".join(l for l in data.splitlines(True) if b"/uv_cache.json," not in l)
+                        data = b"".join(line for line in data.splitlines(True) if b"/uv_cache.json," not in line)
                         h.update(data)
                     else:
                         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -92,7 +92,7 @@ def build(members: List[Member], after: bytes = b"", comment: bytes = b"", trail
             out += m.descriptor
     out += after
     cd_offset = len(out)
-    for m, offset in zip(members, offsets):
+    for m, offset in zip(members, offsets, strict=True):
         data = m.data()
         ce = m.central
         out += central_record(ce.get("name", m.name), ce.get("method", m.method), ce.get("flags", m.flags),  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -125,7 +126,7 @@ class CacheLock:
             if not _lock_fd(fd):
                 os.close(fd)
                 return None
-            if os.name != "nt":
+            if sys.platform != "win32":
                 # The previous holder unlinks the file on release; if that happened after we
                 # opened it, we locked an orphan inode and must try again on the new file.
                 try:
@@ -144,7 +145,7 @@ class CacheLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
-        if os.name != "nt":
+        if sys.platform != "win32":
             # Unlink while still holding the lock, so no waiter can lock a file we then remove.
             try:
                 os.unlink(str(self.path))
@@ -174,7 +175,7 @@ class CacheLock:
 
 
 def _lock_fd(fd: int) -> bool:
-    if os.name == "nt":
+    if sys.platform == "win32":
         import msvcrt
 
         try:

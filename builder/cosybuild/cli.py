@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,7 +18,7 @@ __all__ = ["main", "cli"]
 class _Funnel(click.Group):
     """Turns library errors into one sentence and the contract's exit code."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context) -> Any:
         debug = "--debug" in sys.argv
         try:
             return super().invoke(ctx)
@@ -50,7 +51,8 @@ def cli(debug: bool) -> None:
 @_debug
 @click.argument("manifest", required=False)
 @click.option("--upgrade", is_flag=True, help="Re-resolve even the sections whose inputs did not change.")
-@click.option("--only", type=click.Choice(["packages", "app", "models"]), help="Lock one section alone.")
+@click.option("--only", type=click.Choice(["packages", "app", "models", "python"]),
+              help="Lock one section alone (python: the bundled CPython, with [target] bundle-python).")
 def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
     """Resolve MANIFEST for its target and write its lock."""
     from cosybuild.lockcmd import lock_command
@@ -72,25 +74,44 @@ def lock(manifest: str | None, upgrade: bool, only: str | None) -> None:
 @click.option("--out", "out", default="dist", type=click.Path(file_okay=False, path_type=Path), show_default=True,
               help="Directory for the artifacts.")
 @click.option("--only", type=click.Choice(["packages", "models"]), help="Pack one artifact alone.")
-def pack(manifest: str | None, out: Path, only: str | None) -> None:
+@click.option("--since", type=click.Path(file_okay=False, path_type=Path),
+              help="An old dist already applied on the box: write delta artifacts holding only what it lacks.")
+@click.option("--sign", "sign", metavar="KEY", help="Sign SHA256SUMS with this SSH key (ssh-keygen -Y sign) into "
+              "SHA256SUMS.sig; a .pub whose private key is in ssh-agent works too.")
+@click.option("--sequence", type=click.IntRange(min=1), help="Set the build sequence (default: the last one, plus "
+              "one when the manifest or lock changed).")
+def pack(manifest: str | None, out: Path, only: str | None, since: Path | None, sign: str | None,
+         sequence: int | None) -> None:
     """Fetch what MANIFEST's lock pins and write the artifacts into OUT."""
     from cosybuild.pack import pack as do_pack
     from cosybuild.profile import load_profile
 
-    result = do_pack(load_profile(manifest), out, Reporter(stream=sys.stderr), only)
+    result = do_pack(load_profile(manifest), out, Reporter(stream=sys.stderr), only, since=since, sign=sign,
+                     sequence=sequence)
     for path in result.written:
         click.echo("wrote %s (%s)" % (path, human_bytes(path.stat().st_size)))
+    if result.stamp is not None:
+        click.echo("build %d of %s, id %s%s" % (result.stamp.sequence, result.stamp.name, result.stamp.build_id,
+                                               ", signed" if sign else ""))
 
 
 @cli.command()
 @_debug
 @click.argument("directory", default="dist", type=click.Path(path_type=Path))
-def verify(directory: Path) -> None:
+@click.option("--base", type=click.Path(file_okay=False, path_type=Path),
+              help="The old dist a delta in DIRECTORY was packed --since: check the delta against it.")
+def verify(directory: Path, base: Path | None) -> None:
     """Re-check the artifacts written in DIRECTORY."""
     from cosybuild.verify import verify_dir
 
-    for line in verify_dir(directory, Reporter(stream=sys.stderr)):
+    reporter = Reporter(stream=sys.stderr)
+    for line in verify_dir(directory, reporter):
         click.echo(line)
+    if base is not None:
+        from cosybuild.deltabase import check_delta, read_base
+
+        for line in check_delta(directory, read_base(base, reporter)):
+            click.echo(line)
     click.echo("%s: all artifacts verified" % directory)
 
 

@@ -25,7 +25,7 @@ from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
 from cosyinstall.progress import Reporter, Task
 from cosyinstall.streams import CHUNK
 
-from cosybuild.cache import Cache
+from cosybuild.cache import Cache, CacheLock
 from cosybuild.transfererror import TransferError, Transient
 
 __all__ = ["Want", "Sink", "Getter", "Transport", "Cancelled", "download_verified", "download_unhashed",
@@ -237,7 +237,7 @@ def _fill(want: Want, sink: Sink, transport: Transport, retries: int, cancel: th
                                     % (want.label, transport.where(want), sink.have, want.size), "run again to resume")
 
 
-def _locked(want: Want, cache: Cache, cancel: threading.Event, reporter: Reporter):
+def _locked(want: Want, cache: Cache, cancel: threading.Event, reporter: Reporter) -> CacheLock:
     announced = False
     while True:
         lock = cache.try_lock(want.sha256)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from cosyinstall.errors import ArtifactRejected
+from cosyinstall.errors import ArtifactRejected, UsageError
 
 from cosybuild.appsource import pin_app
-from cosybuild.lockfile import SECTIONS, Lock, read_lock, stale_sections, write_lock
+from cosybuild.lockfile import OPTIONAL_SECTIONS, SECTIONS, Lock, read_lock, stale_sections, write_lock
 from cosybuild.models import pin_models
 from cosybuild.packages import lock_packages
 from cosybuild.profile import Profile
@@ -25,13 +25,13 @@ __all__ = ["LockOutcome", "lock_command", "lock_sections", "ensure_lock", "secti
 def sections_for(only: str | None) -> tuple[str, ...]:
     """Lock sections a pack needs: --only packages also needs the app, which rides in that zip."""
     if only == "packages":
-        return ("packages", "app")
+        return ("packages", "app", "python")
     if only == "models":
         return ("models",)
-    return SECTIONS
+    return SECTIONS + OPTIONAL_SECTIONS
 
 
-def lock_sections(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple[Lock, Path]:
+def lock_sections(profile: Profile, sections: Iterable[str] = SECTIONS + OPTIONAL_SECTIONS) -> tuple[Lock, Path]:
     """Re-pin the given sections, keep the others as they are, write the lock."""
     path = profile.lock_path()
     lock = read_lock(path)
@@ -39,9 +39,10 @@ def lock_sections(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple
     if lock is None or lock.target != target:
         lock = Lock(profile.name, target)
     digests = profile.section_digests()
-    for section in sections:
+    for section in [s for s in sections if s in digests]:
         if section == "packages":
             lock.packages, lock.tools = lock_packages(profile)
+        elif section == "python":
             lock.python = pin_bundled_python(profile)
         elif section == "app":
             lock.app = pin_app(profile)
@@ -53,7 +54,7 @@ def lock_sections(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple
     return lock, path
 
 
-def ensure_lock(profile: Profile, sections: Iterable[str] = SECTIONS) -> tuple[Lock, Path, list[str]]:
+def ensure_lock(profile: Profile, sections: Iterable[str] = SECTIONS + OPTIONAL_SECTIONS) -> tuple[Lock, Path, list[str]]:
     """The lock with `sections` current: missing sections are locked now, stale ones refused (exit 3)."""
     sections = list(sections)
     path = profile.lock_path()
@@ -78,7 +79,10 @@ class LockOutcome:
 
 def lock_command(profile: Profile, only: str | None = None, upgrade: bool = False) -> LockOutcome:
     """Pin the missing and stale sections (`only` one of them; all asked ones with `upgrade`)."""
-    wanted = [only] if only else list(SECTIONS)
+    wanted = [s for s in ([only] if only else list(SECTIONS + OPTIONAL_SECTIONS)) if s in profile.section_digests()]
+    if only and not wanted:
+        raise UsageError("%s has no %s section to lock" % (profile.path, only),
+                         "the python section exists when [target] bundle-python = true")
     current = read_lock(profile.lock_path())
     if current is not None and not upgrade:
         missing, stale = stale_sections(current, profile, wanted)

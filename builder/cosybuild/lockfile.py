@@ -1,8 +1,9 @@
 """The lock file's model: exact files for the target (name, version, file name, size, sha256),
 the app commit and the model pins, read from and written to JSON. No URLs.
 
-It has three sections (packages, app, models), each carrying the digest of the manifest
-inputs it was made from, so one half can be re-locked, or packed, without the other.
+It has three sections (packages, app, models), and a fourth (python: the bundled CPython)
+when the manifest sets `bundle-python`; each carries the digest of the manifest inputs it
+was made from, so one part can be re-locked, or packed, without the others.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from cosyinstall.errors import ArtifactRejected
 from cosybuild.profile import Profile
 from cosybuild.resolve import LockedFile
 
-__all__ = ["Lock", "read_lock", "write_lock", "stale_sections", "LOCK_VERSION", "SECTIONS"]
+__all__ = ["Lock", "read_lock", "write_lock", "stale_sections", "LOCK_VERSION", "SECTIONS", "OPTIONAL_SECTIONS"]
 
 LOCK_VERSION = 1
 SECTIONS = ("packages", "app", "models")
+# Sections a manifest may add: python, when it sets [target] bundle-python.
+OPTIONAL_SECTIONS = ("python",)
 
 
 @dataclass
@@ -45,12 +48,12 @@ class Lock:
                 "files": [f.to_dict() for f in sorted(self.packages, key=lambda f: f.name)],
                 "tools": {k: v.to_dict() for k, v in sorted(self.tools.items())},
             }
-            if self.python:
-                out["packages"]["python"] = dict(self.python)
         if "app" in self.digests:
             out["app"] = {"inputs-digest": self.digests["app"], **self.app}
         if "models" in self.digests:
             out["models"] = {"inputs-digest": self.digests["models"], "models": self.models}
+        if "python" in self.digests:
+            out["python"] = {"inputs-digest": self.digests["python"], **self.python}
         return out
 
     @classmethod
@@ -65,7 +68,6 @@ class Lock:
                 lock.digests["packages"] = str(sec["inputs-digest"])
                 lock.packages = [LockedFile.from_dict(p) for p in sec["files"]]
                 lock.tools = {k: LockedFile.from_dict(v) for k, v in sec.get("tools", {}).items()}
-                lock.python = dict(sec.get("python") or {})
             if "app" in data:
                 sec = dict(data["app"])
                 lock.digests["app"] = str(sec.pop("inputs-digest"))
@@ -73,9 +75,13 @@ class Lock:
             if "models" in data:
                 lock.digests["models"] = str(data["models"]["inputs-digest"])
                 lock.models = list(data["models"]["models"])
+            if "python" in data:
+                sec = dict(data["python"])
+                lock.digests["python"] = str(sec.pop("inputs-digest"))
+                lock.python = sec
             return lock
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ArtifactRejected("%s is not a valid lock (%s)" % (where, exc), "run cosybuild lock")
+            raise ArtifactRejected("%s is not a valid lock (%s)" % (where, exc), "run cosybuild lock") from exc
 
 
 def read_lock(path: Path) -> Lock | None:
@@ -87,7 +93,7 @@ def read_lock(path: Path) -> Lock | None:
     try:
         return Lock.from_dict(json.loads(text), str(path))
     except ValueError as exc:
-        raise ArtifactRejected("%s is not valid JSON (%s)" % (path, exc), "run cosybuild lock")
+        raise ArtifactRejected("%s is not valid JSON (%s)" % (path, exc), "run cosybuild lock") from exc
 
 
 def write_lock(lock: Lock, path: Path) -> None:
@@ -101,6 +107,7 @@ def write_lock(lock: Lock, path: Path) -> None:
 def stale_sections(lock: Lock, profile: Profile, sections: Iterable[str]) -> tuple[list[str], list[str]]:
     """(missing, stale) among `sections`: missing ones may be locked now, stale ones stop pack."""
     want = profile.section_digests()
+    sections = [s for s in sections if s in want]  # python only when the manifest bundles a CPython
     missing = [s for s in sections if s not in lock.digests]
     stale = [s for s in sections if s in lock.digests and lock.digests[s] != want[s]]
     return missing, stale

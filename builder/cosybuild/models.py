@@ -19,7 +19,7 @@ from cosyinstall.zipwrite import Member
 from cosybuild.cache import Cache
 from cosybuild.lockfile import Lock
 from cosybuild.profile import Model, Profile
-from cosybuild.hubs import get_hub
+from cosybuild.hubs.registry import get_hub
 
 __all__ = ["pin_models", "model_members", "model_steps", "STEP_KEYS", "DEDUPE_MIN"]
 

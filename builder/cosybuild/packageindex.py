@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import IO, Dict, Optional, Sequence
+from typing import IO, Any, Dict, Optional, Sequence
 
 from cosyinstall.progress import Reporter
 from cosyinstall.streams import CHUNK
@@ -79,7 +79,8 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _open(opener: urllib.request.OpenerDirector, want: Want, offset: int, sink: Sink):
+def _open(opener: urllib.request.OpenerDirector, want: Want, offset: int, sink: Sink) -> Any:
+    """An http.client.HTTPResponse, or a urllib addinfourl for file:// (typeshed types both as Any)."""
     # identity: a compressing proxy would change the bytes we hash.
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:

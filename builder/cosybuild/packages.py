@@ -29,8 +29,9 @@ def file_member(arcname: str, path: Path, executable: bool = False, sha256: str 
 def _uv_for_target(profile: Profile) -> LockedFile:
     version = uv_version()
     for pkg in compile_pylock(profile, ["uv==%s" % version], no_deps=True):
-        if pkg.get("name") == "uv" and pkg.get("wheels"):
-            return locked_file(pkg, choose_file(pkg, profile.target.python, profile.target.platform))
+        item = choose_file(pkg, profile.target.python, profile.target.platform) if pkg.get("wheels") else None
+        if pkg.get("name") == "uv" and item is not None:
+            return locked_file(pkg, item)
     raise UsageError("uv %s has no wheel for %s" % (version, profile.target.platform),
                      "install a uv release that ships wheels for the target")
 

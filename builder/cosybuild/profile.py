@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from cosyinstall.artifact import ServerSpec
+from cosyinstall.artifact import GpuRequirement, ServerSpec
 from cosyinstall.errors import CosyError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -37,6 +37,8 @@ class Target:
     # chosen interpreter to provide libpython3.X.so.1.0 (TensorRT-LLM's bindings load it).
     bundle_python: bool = False
     shared_libpython: bool = False
+    # [target.gpu]: judged by the installer's preflight; not a lock input.
+    gpu: GpuRequirement | None = None
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,11 @@ class Profile:
 
     def section_inputs(self) -> dict[str, Any]:
         """What each lock section depends on; a section is stale when its inputs change."""
-        return {
+        inputs: dict[str, Any] = {
             # Newer keys enter the digest only when set, so locks made before them stay current.
-            "packages": {"target": {k: v for k, v in asdict(self.target).items() if v is not False}, "packages": {
+            # The bundled CPython is its own section: pinning it needs its download host, and
+            # neither it nor shared-libpython changes which packages resolve.
+            "packages": {"target": {"python": self.target.python, "platform": self.target.platform}, "packages": {
                 k: v for k, v in asdict(self.packages).items() if v or k not in ("only_binary", "exclude_newer")}},
             "app": {"git": self.app.git, "rev": self.app.rev, "submodules": self.app.submodules, "path": self.app.path},
             "models": [
@@ -96,6 +100,9 @@ class Profile:
                 for m in self.models
             ],
         }
+        if self.target.bundle_python:
+            inputs["python"] = {"python": self.target.python, "platform": self.target.platform}
+        return inputs
 
     def section_digests(self) -> dict[str, str]:
         return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()
@@ -145,7 +152,7 @@ def _requirements(table: Mapping[str, Any], base: Path, where: str) -> tuple[str
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ManifestError("%s names requirements-file %s, which cannot be read (%s)" % (where, path, exc.strerror))
+            raise ManifestError("%s names requirements-file %s, which cannot be read (%s)" % (where, path, exc.strerror)) from exc
         for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
@@ -172,6 +179,13 @@ def _exclude_newer(value: Any) -> str | None:
     return text
 
 
+def _gpu(target: Mapping[str, Any], where: str) -> GpuRequirement | None:
+    try:
+        return GpuRequirement.from_target(target, where + " [target]")
+    except CosyError as exc:
+        raise ManifestError(exc.message) from None
+
+
 def load_profile(spec: str | None) -> Profile:
     path = resolve_manifest_path(spec)
     where = str(path)
@@ -179,10 +193,11 @@ def load_profile(spec: str | None) -> Profile:
         with path.open("rb") as handle:
             raw = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError("%s is not valid TOML (%s)" % (where, exc))
+        raise ManifestError("%s is not valid TOML (%s)" % (where, exc)) from exc
     target_t = _req(raw, "target", where)
     target = Target(str(_req(target_t, "python", where + " [target]")), str(_req(target_t, "platform", where + " [target]")),
-                    _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where))
+                    _flag(target_t, "bundle-python", where), _flag(target_t, "shared-libpython", where),
+                    _gpu(target_t, where))
     pk = _req(raw, "packages", where)
     packages = Packages(
         _requirements(pk, path.parent, where),
@@ -215,7 +230,7 @@ def load_profile(spec: str | None) -> Profile:
     try:
         server = ServerSpec.from_dict(_req(raw, "server", where), where + " [server]")
     except CosyError as exc:
-        raise ManifestError(exc.message)
+        raise ManifestError(exc.message) from exc
     name = str(raw.get("name") or path.stem)
     return Profile(name, path, target, packages, app, tuple(models), server, raw)
 

@@ -12,8 +12,6 @@ installed tree's ELF files.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 import urllib.parse
 from dataclasses import asdict, dataclass
@@ -147,7 +145,7 @@ def python_archive(pin: PythonPin, cache: Cache) -> Path:
         except ArtifactRejected:
             size, sha256 = hash_file(str(archive))
             raise ArtifactRejected("uv's %s is now %s (%d bytes), not the locked %s (%d bytes)"
-                                   % (pin.key, sha256, size, pin.sha256, pin.size), "run cosybuild lock to re-pin it")
+                                   % (pin.key, sha256, size, pin.sha256, pin.size), "run cosybuild lock to re-pin it") from None
 
 
 # -- wiring for lock and pack -----------------------------------------------------------------

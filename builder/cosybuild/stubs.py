@@ -80,7 +80,7 @@ def read_pyproject(url: str, filename: str) -> dict[str, Any] | None:
             return _from_tar(stream)
     except (OSError, tarfile.TarError, zipfile.BadZipFile, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactRejected("cannot read %s to check whether it is a wheel-stub (%s)" % (filename, exc),
-                               "check the index and run cosybuild lock again")
+                               "check the index and run cosybuild lock again") from exc
 
 
 def _requirement_name(spec: str) -> str:

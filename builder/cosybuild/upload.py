@@ -77,7 +77,7 @@ def read_dist(dist: Path) -> List[LocalFile]:
         try:
             size = (dist / name).stat().st_size
         except FileNotFoundError:
-            raise ArtifactRejected("%s lists %s, which is not in %s" % (SUMS_NAME, name, dist), "pack again")
+            raise ArtifactRejected("%s lists %s, which is not in %s" % (SUMS_NAME, name, dist), "pack again") from None
         if entry.size is not None and entry.size != size:
             raise ArtifactRejected("%s is %d bytes but %s says %d" % (dist / name, size, SUMS_NAME, entry.size), "pack again")
         files.append(LocalFile(name, size, entry.sha256))
@@ -86,7 +86,7 @@ def read_dist(dist: Path) -> List[LocalFile]:
 
 
 def _last_line(text: str) -> str:
-    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.startswith("Warning: Permanently added")]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
     return lines[-1] if lines else "no message"
 
 
@@ -95,7 +95,7 @@ class _Link:
 
     def __init__(self, target: Target, opts: SshOptions) -> None:
         self.target = target
-        self.ssh = shutil.which("ssh")
+        self.ssh = shutil.which("ssh") or ""
         if not self.ssh:
             raise EnvironmentUnsuitable("ssh (OpenSSH's client) is not installed on this machine")
         # A short private folder: a unix socket path must stay under ~100 bytes.
@@ -151,7 +151,7 @@ def _pump(stream: IO[bytes], task: Task, start: int) -> None:
     seen = 0
     buffer = b""
     while True:
-        chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)  # type: ignore[attr-defined]
+        chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
         if not chunk:
             return
         buffer += chunk

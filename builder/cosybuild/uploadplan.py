@@ -100,7 +100,7 @@ def parse_target(url: str) -> Target:
     try:
         port = parts.port
     except ValueError:
-        raise UsageError("%s has a port that is not a number from 1 to 65535" % url)
+        raise UsageError("%s has a port that is not a number from 1 to 65535" % url) from None
     path = unquote(parts.path) or DEFAULT_DIR
     if path.startswith("/~"):
         path = path[1:]

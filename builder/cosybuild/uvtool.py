@@ -24,7 +24,7 @@ def uv_bin() -> str:
     except (ImportError, FileNotFoundError):
         found = shutil.which(os.environ.get("UV") or "uv")
         if not found:
-            raise EnvironmentUnsuitable("uv is not installed", "pip install uv")
+            raise EnvironmentUnsuitable("uv is not installed", "pip install uv") from None
         return found
 
 

@@ -27,12 +27,16 @@ def verify_dir(directory: Path, reporter: Reporter) -> list[str]:
         line = "%s: matches %s" % (name, SUMS_NAME)
         if name in KIND_OF:
             with ArtifactReader(str(path), KIND_OF[name]) as reader:
-                with reporter.task("verifying members of %s" % name, reader.manifest.total_size) as task:
+                stored = reader.manifest.stored_files()
+                with reporter.task("verifying members of %s" % name, sum(e.size for e in stored)) as task:
                     damage = reader.find_corrupt_member(task.advance)
                 if damage:
                     raise ArtifactRejected(damage)
                 line = "%s: %d members verified, manifest %s" % (name, len(reader.manifest.files),
                                                                  reader.manifest.digest()[:12])
+                if len(stored) != len(reader.manifest.files):
+                    line = "%s: delta, %d of %d members stored and verified, manifest %s" % (
+                        name, len(stored), len(reader.manifest.files), reader.manifest.digest()[:12])
         with reporter.task("checking %s" % name, path.stat().st_size) as task:
             size, digest = hash_file(str(path), task.advance)
         if (entry.size is not None and size != entry.size) or digest != entry.sha256:

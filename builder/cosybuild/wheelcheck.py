@@ -69,7 +69,7 @@ def check_wheel(path: Path) -> None:
             listed = _read_record(archive, record, label)
         except ZIP_ERRORS as exc:
             raise ArtifactRejected("%s: member %s is corrupt (%s)" % (label, record.filename, exc)) from None
-        for name, info in files.items():
+        for name in files:
             if name not in listed and not _unlisted_ok(name, record.filename):
                 raise ArtifactRejected("%s: member %s is not listed in %s" % (label, name, record.filename))
         for name in listed:

@@ -19,7 +19,10 @@ from typing import List, Optional, Tuple
 
 from cosyinstall import installed as inst
 from cosyinstall.artifact import ServerSpec
+from cosyinstall.bundle_signature import signature_gate
+from cosyinstall.buildstamp import BuildStamp
 from cosyinstall.bundledpython import python_choice_for
+from cosyinstall.delta_source import delta_findings
 from cosyinstall.errors import ArtifactRejected, DiskFull, EnvironmentUnsuitable, is_disk_full
 from cosyinstall.install_plan import STEPS
 from cosyinstall.install_steps import Run, after_failure, install as install_steps, todo, uv_row
@@ -30,6 +33,7 @@ from cosyinstall.probe import gather
 from cosyinstall.python_choice import Choice
 from cosyinstall.progress import Reporter
 from cosyinstall.tree import InstallTree
+from cosyinstall.trust import record_installed
 
 __all__ = ["Options", "Prepared", "Outcome", "check", "prepare", "install", "STEPS"]
 
@@ -42,6 +46,8 @@ class Options:
     tree: InstallTree
     python: Optional[str] = None
     wait_lock: bool = False
+    allow_downgrade: bool = False
+    jobs: Optional[int] = None  # threads that extract and verify; None: from the CPU count
 
 
 @dataclass
@@ -71,7 +77,8 @@ def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -
     need_python = any(step == "venv" for step, _ in steps)
     facts = gather(opts.tree.root, minor, opts.python, want_python=need_python)
     cuda = cuda_major([p.to_json() for p in bundle.packages.packages()]) if bundle.packages is not None else None
-    findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda)
+    findings = evaluate(facts, target, _need_bytes(bundle, steps), need_python=need_python, cuda=cuda,
+                        launcher=_launcher(bundle))
     choice = None
     if need_python:  # --python, the box's CPython or the bundled one
         choice = python_choice_for(bundle, facts, target, opts.python)
@@ -81,6 +88,15 @@ def _box_findings(bundle: Bundle, opts: Options, steps: List[Tuple[str, str]]) -
     return findings, choice
 
 
+def _launcher(bundle: Bundle) -> Optional[str]:
+    manifest = bundle.packages.manifest if bundle.packages is not None else None
+    try:
+        server = manifest.server() if manifest is not None else None
+    except ArtifactRejected:
+        return None
+    return server.launcher if server is not None else None
+
+
 def _preflight(bundle: Bundle, journal: Journal, opts: Options, everything: bool
                ) -> Tuple[List[Finding], List[Tuple[str, str]], Optional[Choice]]:
     findings = list(bundle.findings)
@@ -88,6 +104,7 @@ def _preflight(bundle: Bundle, journal: Journal, opts: Options, everything: bool
     if not any(f.code == ArtifactRejected.exit_code and not f.ok for f in findings):
         try:
             todo_steps = todo(bundle, journal)
+            findings += delta_findings(bundle, opts.tree, todo_steps)
         except ArtifactRejected as exc:
             findings.append(artifact_failure("artifacts", exc))
     judged = todo_steps
@@ -113,7 +130,7 @@ def check(opts: Options, reporter: Reporter) -> List[Finding]:
     try:
         _warn_handmade(bundle, reporter)
         findings, _steps, _python = _preflight(bundle, journal, opts, everything=True)
-        return findings
+        return _signed(bundle, opts)[0] + findings
     finally:
         bundle.close()
 
@@ -140,7 +157,9 @@ class Prepared:
         self.lock = ApplyLock(opts.tree, wait=opts.wait_lock, on_wait=reporter.info)
         # Whether --to held an install (or anything) before: a failed first install removes all it made.
         self.existed = os.path.exists(self.tree.root)
-        self.fresh = not inst.anything_installed(self.tree) and (not self.existed or _only_state(self.tree))
+        self.fresh = not inst.anything_installed(self.tree) and (not self.existed or _only_state(self.tree)) \
+            and not os.path.exists(self.tree.trusted_keys)  # a failed first install must not forget the trust
+        self.build: Optional[BuildStamp] = None  # the signed build, recorded once installed
 
     @property
     def blocked(self) -> bool:
@@ -163,18 +182,29 @@ def prepare(opts: Options, reporter: Reporter) -> Prepared:
     A blocked preflight writes nothing and takes no lock: `install` then raises the first
     failure. The caller shows `findings` in between.
     """
+    # Modes are the installer's: nothing it (or uv, its child) creates is group- or world-writable.
+    os.umask(0o022)
     journal = Journal(opts.tree)
-    bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter)
+    # Whole-file hashes are left to the pass that extracts (each upload read once).
+    bundle = Bundle(opts.from_dir, journal.load().get("uploads", {}), reporter, defer=True)
     try:
         _warn_handmade(bundle, reporter)
         findings, steps, python = _preflight(bundle, journal, opts, everything=False)
-        prepared = Prepared(opts, reporter, bundle, findings, steps, python)
+        signed, stamp = _signed(bundle, opts)
+        prepared = Prepared(opts, reporter, bundle, signed + findings, steps, python)
+        prepared.build = stamp
         if not prepared.blocked:
             _take_lock(prepared)
     except BaseException:
         bundle.close()
         raise
     return prepared
+
+
+def _signed(bundle: Bundle, opts: Options) -> Tuple[List[Finding], Optional[BuildStamp]]:
+    """The signature row (first, so a refused signature is the failure shown) and the accepted build."""
+    gate = signature_gate(opts.from_dir, opts.tree, bundle, opts.allow_downgrade)
+    return ([gate.finding] if gate.finding is not None else []), gate.stamp
 
 
 def _take_lock(prepared: Prepared) -> None:
@@ -198,6 +228,8 @@ def install(prepared: Prepared) -> Outcome:
     choice = prepared.python
     run = Run(tree, prepared.bundle, reporter, choice.python if choice else None, prepared.lock,
               bundled_python=choice.bundled if choice else None)
+    if prepared.opts.jobs:
+        run.jobs = run.passes.jobs = max(1, prepared.opts.jobs)
     with open(tree.install_log, "a", encoding="utf-8") as log:
         reporter.log = log
         try:
@@ -217,6 +249,8 @@ def install(prepared: Prepared) -> Outcome:
             raise
         finally:
             reporter.log = None
+    if prepared.build is not None:
+        record_installed(tree, prepared.build)
     manifest = inst.installed_manifest(tree, "packages")
     outcome.server = manifest.server() if manifest is not None else None
     return outcome

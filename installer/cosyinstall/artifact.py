@@ -26,6 +26,9 @@ __all__ = [
     "MODELS_ZIP",
     "PYZ_NAME",
     "SUMS_NAME",
+    "SIG_NAME",
+    "SIG_NAMESPACE",
+    "BUILD_ID_KEY",
     "KIND_OF",
     "APP_PREFIX",
     "WHEELS_DIR",
@@ -33,7 +36,12 @@ __all__ = [
     "REQUIREMENTS_REL",
     "PYTHON_PREFIX",
     "BundledPython",
+    "DELTA_FORMAT",
+    "DeltaBase",
     "FileEntry",
+    "PrepareStep",
+    "ProbeSpec",
+    "GpuRequirement",
     "ServerSpec",
     "ArtifactManifest",
     "PackageRecord",
@@ -48,6 +56,9 @@ __all__ = [
 ]
 
 FORMAT = "cosy-offline/1"
+# A delta artifact: an installer that knows only FORMAT refuses it with "uses format ...-delta,
+# which this cosyinstall cannot read" instead of taking its missing members for damage.
+DELTA_FORMAT = "cosy-offline/1-delta"
 MANIFEST_NAME = "MANIFEST.json"
 KINDS = ("packages", "models")
 
@@ -56,6 +67,9 @@ PACKAGES_ZIP = "offline_packages.zip"
 MODELS_ZIP = "pretrained_models.zip"
 PYZ_NAME = "cosyinstall.pyz"
 SUMS_NAME = "SHA256SUMS"
+SIG_NAME = "SHA256SUMS.sig"                 # `ssh-keygen -Y sign` of SHA256SUMS's bytes
+SIG_NAMESPACE = "cosy-offline-bundle@v1"    # the -n of that signature: a bundle signature, nothing else
+BUILD_ID_KEY = "build-id"                   # MANIFEST.json: the build this artifact belongs to
 KIND_OF = {PACKAGES_ZIP: "packages", MODELS_ZIP: "models"}
 
 # Members of offline_packages.zip (a models zip holds one directory per model).
@@ -107,6 +121,157 @@ class FileEntry:
         return out
 
 
+def _rel_path(value: Any, where: str) -> str:
+    """A path under the install root given relative to it: no absolute path, no '..'."""
+    if not isinstance(value, str) or not value:
+        raise ArtifactRejected("%s must be a path relative to the install root" % where)
+    check_member_name(value.rstrip("/"), where)
+    return value.rstrip("/")
+
+
+def _positive(data: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ArtifactRejected("%s.%s must be a positive number of seconds" % (where, key))
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PrepareStep:
+    """One `[[server.prepare]]` step: a command run before the server (an engine build, say).
+
+    `creates` proves it done; `clean` is removed before a retry; a `gpu_keyed` step's output is
+    valid only on the GPU it was built on. Paths are relative to the install root.
+    """
+
+    name: str
+    command: Tuple[str, ...]
+    creates: str
+    clean: Tuple[str, ...] = ()
+    timeout: float = 3600.0
+    gpu_keyed: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "PrepareStep":
+        data = _object(data, where)
+        name = _get(data, "name", str, where)
+        command = data.get("command")
+        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+            raise ArtifactRejected("%s.command must be a non-empty list of strings" % where)
+        creates = _rel_path(data.get("creates"), "%s.creates" % where)
+        clean = data.get("clean", [])
+        if not isinstance(clean, list):
+            raise ArtifactRejected("%s.clean must be a list of paths" % where)
+        cleaned = tuple(_rel_path(c, "%s.clean" % where) for c in clean)
+        gpu_keyed = data.get("gpu-keyed", False)
+        if not isinstance(gpu_keyed, bool):
+            raise ArtifactRejected("%s.gpu-keyed must be true or false" % where)
+        return cls(name, tuple(command), creates, cleaned, _positive(data, "timeout", 3600.0, where), gpu_keyed)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "command": list(self.command), "creates": self.creates,
+                "clean": list(self.clean), "timeout": self.timeout, "gpu-keyed": self.gpu_keyed}
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """`[server.probe]`: one real request (a synthesis) that must succeed before the server counts as ready.
+
+    `form` or `json` is the body; `files` (field -> path under the install root) makes the form
+    multipart; `expect` is a Content-Type prefix ("" accepts any); `min_bytes` the least body.
+    """
+
+    path: str
+    method: str = "POST"
+    form: Tuple[Tuple[str, str], ...] = ()
+    json_body: Optional[str] = None        # canonical JSON text, so the record stays hashable
+    files: Tuple[Tuple[str, str], ...] = ()
+    expect: str = ""
+    min_bytes: int = 1
+    timeout: float = 120.0
+
+    METHODS = ("GET", "POST", "PUT")
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "ProbeSpec":
+        data = _object(data, where)
+        path = _get(data, "path", str, where)
+        if not path.startswith("/"):
+            raise ArtifactRejected("%s.path must start with '/'" % where)
+        method = str(data.get("method", "POST")).upper()
+        if method not in cls.METHODS:
+            raise ArtifactRejected("%s.method must be one of %s" % (where, ", ".join(cls.METHODS)))
+        pairs = []
+        for key in ("form", "files"):
+            table = _object(data.get(key, {}), "%s.%s" % (where, key))
+            if not all(isinstance(v, str) for v in table.values()):
+                raise ArtifactRejected("%s.%s values must be strings" % (where, key))
+            pairs.append(tuple(sorted(table.items())))
+        files = tuple((k, _rel_path(v, "%s.files.%s" % (where, k))) for k, v in pairs[1])
+        body = data.get("json")
+        if body is not None and (pairs[0] or files):
+            raise ArtifactRejected("%s takes either json or form/files, not both" % where)
+        json_body = json.dumps(body, sort_keys=True, ensure_ascii=False) if body is not None else None
+        expect = data.get("expect", "")
+        if not isinstance(expect, str):
+            raise ArtifactRejected("%s.expect must be a Content-Type prefix" % where)
+        min_bytes = data.get("min-bytes", 1)
+        if isinstance(min_bytes, bool) or not isinstance(min_bytes, int) or min_bytes < 0:
+            raise ArtifactRejected("%s.min-bytes must be a whole number of bytes" % where)
+        return cls(path, method, pairs[0], json_body, files, expect, min_bytes,
+                   _positive(data, "timeout", 120.0, where))
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"path": self.path, "method": self.method, "expect": self.expect,
+                               "min-bytes": self.min_bytes, "timeout": self.timeout}
+        if self.form:
+            out["form"] = dict(self.form)
+        if self.files:
+            out["files"] = dict(self.files)
+        if self.json_body is not None:
+            out["json"] = json.loads(self.json_body)
+        return out
+
+
+@dataclass(frozen=True)
+class GpuRequirement:
+    """`[target.gpu]`: what the box's GPU must offer; each bound is optional."""
+
+    KEY = "gpu"
+
+    min_compute_capability: Optional[str] = None   # "8.0"
+    min_driver: Optional[str] = None               # "525.60.13"
+    min_memory_gb: Optional[float] = None
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "GpuRequirement":
+        data = _object(data, where)
+        cc = _optional_str(data, "min-compute-capability", where)
+        driver = _optional_str(data, "min-driver", where)
+        for key, value in (("min-compute-capability", cc), ("min-driver", driver)):
+            if value is not None and not re.match(r"^\d+(\.\d+)*$", value):
+                raise ArtifactRejected("%s.%s must be a version such as 8.0, not %r" % (where, key, value[:40]))
+        memory = data.get("min-memory-gb")
+        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or memory <= 0):
+            raise ArtifactRejected("%s.min-memory-gb must be a positive number" % where)
+        return cls(cc, driver, float(memory) if memory is not None else None)
+
+    @classmethod
+    def from_target(cls, target: Mapping[str, Any], where: str = "target") -> Optional["GpuRequirement"]:
+        raw = target.get(cls.KEY)
+        return cls.from_json(raw, "%s.%s" % (where, cls.KEY)) if raw is not None else None
+
+    def to_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        if self.min_compute_capability is not None:
+            out["min-compute-capability"] = self.min_compute_capability
+        if self.min_driver is not None:
+            out["min-driver"] = self.min_driver
+        if self.min_memory_gb is not None:
+            out["min-memory-gb"] = self.min_memory_gb
+        return out
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """How to start the service and when to call it ready (build manifest's [server])."""
@@ -119,6 +284,10 @@ class ServerSpec:
     ready_timeout: float = 1800.0
     # No new log line and a closed port for this long is the MPI-hang signature.
     silence_timeout: float = 600.0
+    # The first start: steps run before the server, files the app builds itself, the synthesis probe.
+    prepare: Tuple[PrepareStep, ...] = ()
+    build_outputs: Tuple[str, ...] = ()
+    probe: Optional[ProbeSpec] = None
 
     LAUNCHERS = ("mpirun", "direct")
 
@@ -149,10 +318,21 @@ class ServerSpec:
         ready_log = data.get("ready-log", "")
         if not isinstance(ready_log, str):
             raise ArtifactRejected("%s.ready-log must be a string" % where)
-        return cls(tuple(command), launcher, port, ready_log, health, timeouts[0], timeouts[1])
+        raw_steps = data.get("prepare", [])
+        if not isinstance(raw_steps, list):
+            raise ArtifactRejected("%s.prepare must be a list of steps" % where)
+        steps = tuple(PrepareStep.from_dict(s, "%s.prepare[%d]" % (where, i)) for i, s in enumerate(raw_steps))
+        if len({s.name for s in steps}) != len(steps):
+            raise ArtifactRejected("%s.prepare names a step twice" % where)
+        outputs = data.get("build-outputs", [])
+        if not isinstance(outputs, list):
+            raise ArtifactRejected("%s.build-outputs must be a list of paths" % where)
+        built = tuple(_rel_path(o, "%s.build-outputs" % where) for o in outputs)
+        probe = ProbeSpec.from_dict(data["probe"], "%s.probe" % where) if data.get("probe") is not None else None
+        return cls(tuple(command), launcher, port, ready_log, health, timeouts[0], timeouts[1], steps, built, probe)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        out: Dict[str, Any] = {
             "command": list(self.command),
             "launcher": self.launcher,
             "port": self.port,
@@ -161,6 +341,14 @@ class ServerSpec:
             "ready-timeout": self.ready_timeout,
             "silence-timeout": self.silence_timeout,
         }
+        # Written only when set, so manifests without them keep their bytes and digests.
+        if self.prepare:
+            out["prepare"] = [step.to_dict() for step in self.prepare]
+        if self.build_outputs:
+            out["build-outputs"] = list(self.build_outputs)
+        if self.probe is not None:
+            out["probe"] = self.probe.to_dict()
+        return out
 
     def argv(self, port: Optional[int] = None) -> List[str]:
         """The command with `{port}` replaced, so a port given at start time reaches the app."""
@@ -186,7 +374,7 @@ class ArtifactManifest:
         fmt = data.get("format")
         if not isinstance(fmt, str) or not fmt.startswith("cosy-offline/"):
             raise ArtifactRejected("%s has no cosy-offline format marker" % where)
-        if fmt != FORMAT:
+        if fmt not in (FORMAT, DELTA_FORMAT):
             raise ArtifactRejected(
                 "%s uses format %s, which this cosyinstall (%s) cannot read" % (where, fmt, FORMAT),
                 "use the cosyinstall.pyz shipped with that build",
@@ -223,8 +411,16 @@ class ArtifactManifest:
             if key in seen:
                 raise ArtifactRejected("%s lists %s twice" % (where, entry.path))
             seen.add(key)
+        delta = self.delta()
+        if (delta is not None) != (self.format == DELTA_FORMAT):
+            raise ArtifactRejected("%s: format %s does not match its %s record" % (where, self.format, DeltaBase.KEY))
+        if delta is not None:
+            for path in delta.on_box:
+                if path.lower() not in seen:
+                    raise ArtifactRejected("%s.%s lists %s, which is not a member" % (where, DeltaBase.KEY, path))
         # The metadata is read here too, so a bad record stops the install before anything is written.
         paths = [e.path for e in self.files]
+        GpuRequirement.from_target(self.target, "%s.target" % where)
         if self.kind == "models":
             paths += [d.path for d in ModelsMeta.from_manifest(self).duplicates]
         else:
@@ -250,6 +446,31 @@ class ArtifactManifest:
     @property
     def total_size(self) -> int:
         return sum(e.size for e in self.files)
+
+    def delta(self) -> Optional["DeltaBase"]:
+        """The delta record of a delta artifact (None for a full one)."""
+        raw = self.meta.get(DeltaBase.KEY)
+        return None if raw is None else DeltaBase.from_json(raw, "%s %s" % (self.name, DeltaBase.KEY))
+
+    def stored_files(self) -> Tuple[FileEntry, ...]:
+        """The members the zip itself holds: all of them, less a delta's members expected on the box."""
+        delta = self.delta()
+        if delta is None:
+            return self.files
+        on_box = set(delta.on_box)
+        return tuple(e for e in self.files if e.path not in on_box)
+
+    def full(self) -> "ArtifactManifest":
+        """The manifest the full artifact of the same build carries (a delta's without its delta record)."""
+        if self.format == FORMAT:
+            return self
+        meta = {k: v for k, v in self.meta.items() if k != DeltaBase.KEY}
+        return ArtifactManifest(self.kind, self.name, self.target, self.files, meta, FORMAT)
+
+    def build_id(self) -> Optional[str]:
+        """The build this artifact was packed in (None for artifacts packed before builds had ids)."""
+        value = self.meta.get(BUILD_ID_KEY)
+        return value if isinstance(value, str) and value else None
 
     def server(self) -> Optional[ServerSpec]:
         raw = self.meta.get("server")
@@ -465,6 +686,36 @@ class BundledPython:
         floor = "%d.%d" % self.glibc_floor if self.glibc_floor else None
         return {"member": self.member, "version": self.version, "glibc_floor": floor,
                 "libpython": self.libpython, "key": self.key}
+
+
+@dataclass(frozen=True)
+class DeltaBase:
+    """What a delta artifact leaves out (`delta` in its manifest): members expected on the box, and its base.
+
+    `on_box` are member paths whose content (by the sha256 its entry lists) the box already has
+    from the base bundle; `base` maps each artifact file of the base bundle to its sha256 as the
+    base's SHA256SUMS lists it.
+    """
+
+    KEY = "delta"
+
+    base: Dict[str, str]
+    on_box: Tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "DeltaBase":
+        data = _object(data, where)
+        base = _object(_get(data, "base", dict, where), "%s.base" % where)
+        for name, digest in base.items():
+            if not isinstance(digest, str) or not _HEX64.match(digest):
+                raise ArtifactRejected("%s.base.%s must be 64 lowercase hex digits" % (where, name))
+        on_box = _get(data, "on-box", list, where)
+        if not all(isinstance(p, str) for p in on_box):
+            raise ArtifactRejected("%s.on-box must be a list of member paths" % where)
+        return cls(dict(base), tuple(on_box))
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"base": dict(sorted(self.base.items())), "on-box": sorted(self.on_box)}
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def unpack_bundled(archive: str, root: str, bundled: BundledPython) -> PythonFou
                 _extract(tar, partial, bundled.member)
         except (tarfile.TarError, EOFError) as exc:
             shutil.rmtree(partial, ignore_errors=True)
-            raise ArtifactRejected("%s is not a readable tar archive (%s)" % (bundled.member, exc))
+            raise ArtifactRejected("%s is not a readable tar archive (%s)" % (bundled.member, exc)) from exc
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

@@ -10,11 +10,15 @@ import argparse
 import json
 import sys
 import traceback
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from cosyinstall import __version__
 from cosyinstall.errors import EXIT_BUG, ArtifactRejected, CosyError, UsageError
 from cosyinstall.tree import InstallTree
+
+if TYPE_CHECKING:  # imported lazily at run time, where they are used
+    from cosyinstall.artifact import ServerSpec
+    from cosyinstall.progress import Reporter
 
 __all__ = ["main", "DEFAULT_FROM", "DEFAULT_TO"]
 
@@ -52,8 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     apply_cmd = add("apply", "check, install and start the server", source=True, server=True)
     apply_cmd.add_argument("--no-start", action="store_true", help="install only; do not start the server")
     apply_cmd.add_argument("--wait", action="store_true", help="wait for another running apply instead of refusing")
+    apply_cmd.add_argument("--allow-downgrade", action="store_true",
+                           help="accept a signed build older than the installed one")
+    trust = add("trust", "trust an OpenSSH public key to sign bundles; apply then refuses unsigned ones")
+    trust.add_argument("keyfile", help="the signer's public key file (an OpenSSH public key line, e.g. id_ed25519.pub)")
+    apply_cmd.add_argument("--jobs", type=int, metavar="N",
+                           help="threads extracting and verifying in parallel (default: the CPU count)")
     add("verify", "re-hash the installed tree against its manifests")
-    add("start", "start the installed server and wait until it is ready", server=True)
+    start = add("start", "start the installed server and wait until it is ready", server=True)
+    start.add_argument("--rebuild", action="store_true",
+                       help="run every [[server.prepare]] step again (engine builds) and remove the build-outputs")
     stop = add("stop", "stop the server and every process it started")
     stop.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
     status = add("status", "show whether the server runs and answers")
@@ -64,13 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reporter(args: argparse.Namespace):
+def _reporter(args: argparse.Namespace) -> Reporter:
     from cosyinstall.progress import Reporter
 
     return Reporter(stream=sys.stderr, quiet=getattr(args, "quiet", False))
 
 
-def _spec(tree: InstallTree):
+def _spec(tree: InstallTree) -> ServerSpec:
     from cosyinstall import installed as inst
 
     manifest = inst.installed_manifest(tree, "packages")
@@ -82,16 +94,24 @@ def _spec(tree: InstallTree):
     return spec
 
 
-def _start(tree: InstallTree, spec, args: argparse.Namespace, reporter, restart: bool = False) -> str:
+def _start(tree: InstallTree, spec: ServerSpec, args: argparse.Namespace, reporter: Reporter, restart: bool = False) -> str:
     from cosyinstall.server_start import start_server
     from cosyinstall.server_stop import stop_server
     from cosyinstall.server_wait import wait_ready
 
+    from cosyinstall.server_prepare import after_ready, before_start
+    from cosyinstall.server_record import is_ours, read_record
+
     port = args.port if getattr(args, "port", None) else spec.port
     if restart:
         stop_server(tree)
+    running = read_record(tree)
+    if running is None or not is_ours(running):
+        # Engine builds and the like run before the server, never inside its mpirun rank.
+        before_start(tree, spec, reporter, rebuild=getattr(args, "rebuild", False))
     start_server(tree, spec, launcher=args.launcher, port=port, reporter=reporter)
     wait_ready(tree, spec, port=port, reporter=reporter)
+    after_ready(tree)
     return "http://127.0.0.1:%d%s" % (port, spec.health_path)
 
 
@@ -112,7 +132,8 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
     from cosyinstall.preflight import render
 
     reporter = _reporter(args)
-    with prepare(Options(args.from_dir, tree, args.python, args.wait), reporter) as prepared:
+    with prepare(Options(args.from_dir, tree, args.python, args.wait, args.allow_downgrade, args.jobs),
+                 reporter) as prepared:
         # The table comes first, before anything is written, so a refusal is seen in context.
         if not args.quiet or prepared.blocked or any(not f.ok for f in prepared.findings):
             print(render(prepared.findings))
@@ -186,9 +207,23 @@ def _cmd_logs(args: argparse.Namespace, tree: InstallTree) -> int:
     return 0
 
 
+def _cmd_trust(args: argparse.Namespace, tree: InstallTree) -> int:
+    from cosyinstall.trust import CHECKED_HERE, trust_key
+
+    added, known = trust_key(tree, args.keyfile)
+    for key in known:
+        print("already trusted: %s key %s" % (key.kind, key.fingerprint))
+    for key in added:
+        print("trusted: %s key %s (in %s)" % (key.kind, key.fingerprint, tree.trusted_keys))
+        if key.kind not in CHECKED_HERE:
+            _reporter(args).warn("%s signatures are checked only where ssh-keygen is installed" % key.kind)
+    print("apply into %s now installs only bundles signed by a trusted key" % tree.root)
+    return 0
+
+
 _COMMANDS = {
     "check": _cmd_check, "apply": _cmd_apply, "verify": _cmd_verify, "start": _cmd_start,
-    "stop": _cmd_stop, "status": _cmd_status, "logs": _cmd_logs,
+    "stop": _cmd_stop, "status": _cmd_status, "logs": _cmd_logs, "trust": _cmd_trust,
 }
 
 

@@ -17,6 +17,7 @@ from cosyinstall.artifact import FileEntry
 from cosyinstall.errors import DiskFull, EnvironmentUnsuitable, is_disk_full
 from cosyinstall.install_plan import Item
 from cosyinstall.progress import NullReporter, Reporter
+from cosyinstall.safepath import chmod_below, fsync_dirs, link_below, make_dirs
 
 __all__ = [
     "stage_items",
@@ -56,14 +57,17 @@ class _Reader(Protocol):
     def mtime(self, key: str) -> float: ...
 
 
-def set_mode(path: str, executable: bool) -> None:
-    mode = 0o755 if executable else 0o644
-    if (os.stat(path).st_mode & 0o777) != mode:
-        os.chmod(path, mode)
+def set_mode(root: str, rel: str, executable: bool) -> None:
+    """The installer's mode for root/rel, never changed through a link below root."""
+    chmod_below(root, rel, 0o755 if executable else 0o644)
 
 
-def stage_items(reader: _Reader, items: Iterable[Item], staging: str, reporter: Optional[Reporter] = None) -> List[FileEntry]:
-    """Write items under staging (at their `rel`); returns entries with the digests seen."""
+def stage_items(reader: _Reader, items: Iterable[Item], staging: str, reporter: Optional[Reporter] = None,
+                durable: bool = False) -> List[FileEntry]:
+    """Write items under staging (at their `rel`); returns entries with the digests seen.
+
+    `durable`: each file is fsynced, because it will be renamed into the tree (power-cut ordering).
+    """
     reporter = reporter or NullReporter()
     chosen = list(items)
     staging = os.path.abspath(staging)
@@ -76,6 +80,9 @@ def stage_items(reader: _Reader, items: Iterable[Item], staging: str, reporter: 
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 with open(target, "wb") as out:
                     digest = reader.copy(item.key, item.size, item.sha256, out, task.advance)
+                    if durable:
+                        out.flush()
+                        os.fsync(out.fileno())
                 os.chmod(target, 0o755 if item.executable else 0o644)
                 # The member's own time, as unzip does: two installs of one zip are then
                 # identical, down to uv's records of the wheels' times.
@@ -90,7 +97,7 @@ def stage_items(reader: _Reader, items: Iterable[Item], staging: str, reporter: 
 
 
 def extract_entries(
-    reader,
+    reader: _Reader,
     entries: Iterable[FileEntry],
     dest: str,
     strip: str = "",
@@ -105,13 +112,17 @@ def extract_entries(
 def publish(staging: str, dest: str, rel_paths: Iterable[str]) -> None:
     """Move staged files into dest, replacing what is there; parents are created as needed."""
     dest = os.path.abspath(dest)
+    touched = set()
     for rel in rel_paths:
         target = inside(dest, rel)
         parent = os.path.dirname(target)
-        _make_parent(dest, parent)
+        touched.update(_make_parent(dest, parent))
         if os.path.isdir(target) and not os.path.islink(target):
             shutil.rmtree(target)
         _move(os.path.join(staging, rel), target)
+        touched.add(parent)
+    # Power-cut ordering: every rename (and new folder) durable before the journal records the step.
+    fsync_dirs(touched)
 
 
 def _move(src: str, target: str) -> None:
@@ -131,18 +142,27 @@ def _move(src: str, target: str) -> None:
         os.unlink(src)
 
 
-def _make_parent(root: str, parent: str) -> None:
-    """Create parent, replacing any file (or link) that stands where a directory must be."""
-    os.makedirs(root, exist_ok=True)
+def _make_parent(root: str, parent: str) -> List[str]:
+    """Create parent, replacing any file (or link) that stands where a directory must be.
+
+    Returns the folders whose entries changed (to be fsynced).
+    """
+    changed: List[str] = []
+    if not os.path.isdir(root):
+        make_dirs(root)
+        changed.append(os.path.dirname(root))
     path = root
     for part in os.path.relpath(parent, root).split(os.sep):
         if part in ("", "."):
             continue
-        path = os.path.join(path, part)
+        up, path = path, os.path.join(path, part)
         if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
             os.unlink(path)
         if not os.path.isdir(path):
-            os.mkdir(path)
+            os.mkdir(path, 0o755)
+            os.chmod(path, 0o755)
+            changed.append(up)
+    return changed
 
 
 def remove_paths(dest: str, rels: Iterable[str]) -> List[str]:
@@ -151,6 +171,11 @@ def remove_paths(dest: str, rels: Iterable[str]) -> List[str]:
     removed: List[str] = []
     for rel in sorted(set(rels)):
         target = inside(dest, rel)
+        link = link_below(dest, rel)
+        if link is not None and link != rel:
+            # A folder on the way was replaced by a link: unlink the link, never what it points to.
+            os.unlink(inside(dest, link))
+            continue
         if os.path.lexists(target) and not (os.path.isdir(target) and not os.path.islink(target)):
             os.unlink(target)
             removed.append(rel)
@@ -167,8 +192,11 @@ def write_atomically(target: str, tmp: str, write: Callable[[IO[bytes]], Any], e
     try:
         with os.fdopen(fd, "wb") as out:
             write(out)
-        os.chmod(part, 0o755 if executable else 0o644)
+            os.fchmod(out.fileno(), 0o755 if executable else 0o644)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename (power-cut ordering)
         os.replace(part, target)
+        fsync_dirs([os.path.dirname(target)])
     except BaseException as exc:
         if os.path.exists(part):
             os.unlink(part)

@@ -9,7 +9,7 @@ so memory stays bounded whatever the member's size.
 from __future__ import annotations
 
 import zipfile
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, Generator, List, Tuple
 
 __all__ = ["Deflate64Error", "Deflate64Reader", "inflate64"]
 
@@ -278,7 +278,7 @@ class Deflate64Reader:
         self.close()
 
 
-def inflate64(more: Callable[[], bytes]) -> Iterator[bytes]:
+def inflate64(more: Callable[[], bytes]) -> Generator[bytes, None, None]:
     """Yield the decompressed data of a raw Deflate64 stream read through `more()`."""
     bits = _Bits(more)
     out = bytearray()

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from cosyinstall import installed as inst
 from cosyinstall.artifact import PACKAGES_ZIP, REQUIREMENTS_REL, SUMS_NAME, UV_REL, WHEELS_DIR, ArtifactManifest, FileEntry
 from cosyinstall.bundledpython import bundled_archive, unpack_bundled
+from cosyinstall.delta_source import keep_venv_files, staging_reader
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable, is_disk_full
 from cosyinstall.extract import publish, remove_paths, rmtree, set_mode, stage_items
 from cosyinstall.install_plan import STEPS, FilePlan, Item, app_items, dropped_packages, installed_map, model_items, plan_files
@@ -29,10 +30,12 @@ from cosyinstall.preflight import Finding
 from cosyinstall.probe import PythonFound
 from cosyinstall.progress import Reporter
 from cosyinstall.python_choice import BundledPython
+from cosyinstall.safepath import hash_below, lstat_below
 from cosyinstall.step_outputs import missing_output
-from cosyinstall.streams import hash_file
 from cosyinstall.tree import InstallTree
 from cosyinstall.venv import Uv, installed_dists, venv_version
+from cosyinstall.onepass import default_jobs
+from cosyinstall.upload_pass import UploadPasses
 from cosyinstall.zipread import open_zip
 
 __all__ = ["Run", "todo", "install", "after_failure", "uv_row"]
@@ -59,6 +62,9 @@ class Run:
         # The bundled CPython, when preflight chose it: unpacked from its verified member by the venv step.
         self.bundled_python = bundled_python
         self.lock = lock
+        self.jobs = default_jobs()
+        # Staging asks for members; each upload is then read once (upload_pass.py).
+        self.passes = UploadPasses(bundle, self.jobs, reporter)
 
     def uv(self, exe: str) -> Uv:
         """A runner of `exe` that keeps the apply lock held while uv runs."""
@@ -88,11 +94,9 @@ def todo(bundle: Bundle, state: Journal) -> List[Tuple[str, str]]:
 def install(run: Run, ran: List[str]) -> None:
     """Stage every step that differs, then commit them in order; `ran` collects the steps done."""
     state, reporter = run.state, run.reporter
-    data = state.load()
-    uploads = dict(data.get("uploads", {}))
-    uploads.update(run.bundle.verified)
-    data["uploads"] = uploads
-    state.save(data)
+    # Modes are the installer's: what it creates (and uv, which inherits this) is never group- or world-writable.
+    os.umask(0o022)
+    _remember_verified(state, run.bundle.verified)
     for path in run.tree.scratch:
         rmtree(path)
     # Another apply may have finished while we waited for the lock.
@@ -107,9 +111,9 @@ def install(run: Run, ran: List[str]) -> None:
     for step, digest in steps:
         reporter.info("step %s: extracting and verifying (%s)" % (step, digest[:12]))
         staged[step] = _STAGE[step](run)
-    # Staged bytes must be on disk before they replace anything (a power cut after a rename).
-    if hasattr(os, "sync"):
-        os.sync()
+    # One read per upload: whole-file sha256 and staging together. Each staged file that is
+    # renamed into the tree was fsynced first (power-cut ordering); wheels only feed uv.
+    _remember_verified(state, run.passes.run())
     for step, digest in steps:
         reporter.info("step %s: installing" % step)
         _COMMIT[step](run, staged[step], digest)
@@ -119,6 +123,16 @@ def install(run: Run, ran: List[str]) -> None:
         _rerun_model_steps(run)
     for path in run.tree.scratch:
         rmtree(path)
+
+
+def _remember_verified(state: Journal, verified: Dict[str, Any]) -> None:
+    if not verified:
+        return
+    data = state.load()
+    uploads = dict(data.get("uploads", {}))
+    uploads.update(verified)
+    data["uploads"] = uploads
+    state.save(data)
 
 
 def after_failure(run: Run, fresh: bool, existed: bool) -> bool:
@@ -181,23 +195,28 @@ def uv_row(source: PackagesSource, tree: InstallTree) -> Finding:
 
 
 def _on_disk(root: str) -> Tuple[Callable[[str], Optional[int]], Callable[[str], Optional[str]]]:
+    # Never through a link below root: a file reached through a linked folder counts as absent.
     def size(rel: str) -> Optional[int]:
-        try:
-            st = os.lstat(os.path.join(root, rel))
-        except OSError:
-            return None
-        return st.st_size if stat.S_ISREG(st.st_mode) else None
+        st = lstat_below(root, rel)
+        return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
 
     def digest(rel: str) -> Optional[str]:
-        try:
-            return hash_file(os.path.join(root, rel))[1]
-        except OSError:
-            return None
+        found = hash_below(root, rel)
+        return found[1] if found is not None else None
 
     return size, digest
 
 
-def _stage_files(run: Run, step: str, reader: Any, items: List[Item], installed: List[Item],
+def _stage(run: Run, step: str, source: Any, items: List[Item], staging: str, durable: bool) -> List[FileEntry]:
+    """Stage `items`: what the zip holds in its one read pass, what a delta leaves out copied (verified) from the box."""
+    with staging_reader(run.tree, run.bundle.from_dir, source, [step]) as reader:
+        on_box = [i for i in items if not reader.stored(i.key)]
+        written = run.passes.add(source.reader, [i for i in items if reader.stored(i.key)], staging, durable)
+        written.extend(stage_items(reader, on_box, staging, run.reporter, durable))
+    return written
+
+
+def _stage_files(run: Run, step: str, source: Any, items: List[Item], installed: List[Item],
                  root: str) -> Staged:
     pending = run.state.pending(step)
     size, digest = _on_disk(root)
@@ -207,7 +226,7 @@ def _stage_files(run: Run, step: str, reader: Any, items: List[Item], installed:
     plan = plan_files(items, installed_map(installed), size, digest, unknown, old_paths)
     staging = run.tree.staging(step)
     rmtree(staging)
-    written = stage_items(reader, plan.write, staging, run.reporter)
+    written = _stage(run, step, source, plan.write, staging, durable=True)
     return Staged(plan, written, staging)
 
 
@@ -215,14 +234,14 @@ def _stage_app(run: Run) -> Staged:
     source = run.bundle.packages
     assert source is not None
     old = inst.installed_manifest(run.tree, "packages")
-    return _stage_files(run, "app", source.reader, source.app_items(), app_items(old), run.tree.app)
+    return _stage_files(run, "app", source, source.app_items(), app_items(old), run.tree.app)
 
 
 def _stage_models(run: Run) -> Staged:
     source = run.bundle.models
     assert source is not None
     old = inst.installed_manifest(run.tree, "models")
-    return _stage_files(run, "models", source.reader, source.items(), model_items(old), run.tree.models)
+    return _stage_files(run, "models", source, source.items(), model_items(old), run.tree.models)
 
 
 def _stage_venv(run: Run) -> Staged:
@@ -231,10 +250,7 @@ def _stage_venv(run: Run) -> Staged:
     staging = run.tree.staging("venv")
     rmtree(staging)
     items = source.venv_items()
-    written = stage_items(source.reader, items, staging, run.reporter)
-    uv_wheel = source.uv_wheel_rel()
-    if not source.has(UV_REL) and uv_wheel is not None:
-        _uv_from_wheel(os.path.join(staging, uv_wheel), os.path.join(staging, UV_REL))
+    written = _stage(run, "venv", source, items, staging, durable=False)
     return Staged(FilePlan(write=items), written, staging)
 
 
@@ -251,7 +267,7 @@ def _uv_from_wheel(wheel: str, dest: str) -> None:
     except (zipfile.BadZipFile, OSError) as exc:
         if is_disk_full(exc):
             raise
-        raise ArtifactRejected("%s is not a readable uv wheel (%s)" % (os.path.basename(wheel), exc))
+        raise ArtifactRejected("%s is not a readable uv wheel (%s)" % (os.path.basename(wheel), exc)) from exc
     os.chmod(dest, 0o755)
 
 
@@ -262,7 +278,7 @@ def _publish_files(run: Run, step: str, staged: Staged, root: str) -> None:
     run.state.begin(step, [i.rel for i in staged.plan.write + staged.plan.keep])
     publish(staged.staging, root, [e.path for e in staged.written])
     for item in staged.plan.keep:
-        set_mode(os.path.join(root, item.rel), item.executable)
+        set_mode(root, item.rel, item.executable)
     removed = remove_paths(root, staged.plan.remove)
     rmtree(staged.staging)
     run.reporter.info("%s: %d files written, %d unchanged, %d removed"
@@ -318,6 +334,9 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
         or version is None or ".".join(version.split(".")[:2]) != python.minor
         or not os.path.exists(tree.venv_python)
     )
+    uv_wheel = source.uv_wheel_rel()
+    if not source.has(UV_REL) and uv_wheel is not None:
+        _uv_from_wheel(os.path.join(staged.staging, uv_wheel), os.path.join(staged.staging, UV_REL))
     uv_exe = _find_uv(run, staged.staging)
     uv = run.uv(uv_exe)
     state.begin("venv", [])
@@ -339,6 +358,7 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     else:
         uv.install(tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL))
         packages = [{"name": p.name, "version": p.version} for p in source.packages()]
+    _lock_mode(tree)
     if uv_exe == os.path.join(staged.staging, UV_REL):
         # Kept for later steps (models carry wheels) and for the user: the box has no other uv.
         os.makedirs(os.path.dirname(tree.bundled_uv), exist_ok=True)
@@ -351,9 +371,23 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     })
     if source.manifest is not None:
         inst.write_manifest(tree, "packages", source.manifest)
-    rmtree(staged.staging)
     rmtree(tree.uv_cache)
+    # uv does not fsync: its files must be on disk before the journal says the venv is done.
+    if hasattr(os, "sync"):
+        os.sync()
     state.finish("venv", digest)
+    if source.manifest is not None:
+        keep_venv_files(tree, staged.staging)  # after finish: a crash leaves the older base, never a partial one
+    else:
+        rmtree(staged.staging)
+
+
+def _lock_mode(tree: InstallTree) -> None:
+    """uv creates the venv's .lock world-writable whatever the umask; the installer's modes are 0644."""
+    lock = os.path.join(tree.venv, ".lock")
+    st = lstat_below(tree.venv, ".lock")
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
+        os.chmod(lock, 0o644)
 
 
 # -- per-model steps (model_steps.py) -------------------------------------------------------
@@ -367,6 +401,7 @@ def _run_model_steps(run: Run, manifest: ArtifactManifest) -> None:
     if not os.path.isfile(uv):
         uv = shutil.which("uv") or uv
     apply_model_steps(tree, manifest, run.uv(uv), run.reporter)
+    _lock_mode(tree)
     rmtree(tree.uv_cache)
 
 

@@ -19,6 +19,7 @@ from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
 from cosyinstall.boundedjson import JsonRefused, loads_bounded, read_bounded
 from cosyinstall.errors import EnvironmentUnsuitable
+from cosyinstall.safepath import fsync_dir, open_nofollow_write
 from cosyinstall.tree import InstallTree
 
 __all__ = ["Journal", "ApplyLock", "write_atomic", "read_small", "read_json_object", "json_bytes", "remove_file"]
@@ -31,11 +32,14 @@ def write_atomic(path: str, payload: bytes) -> None:
     tmp = path + ".tmp"
     _clear_folder(tmp)
     try:
-        with open(tmp, "wb") as handle:
+        # A link planted at the temporary name is replaced, never written through.
+        with os.fdopen(open_nofollow_write(tmp), "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        # The rename itself durable before anything that depends on it (a step's "done").
+        fsync_dir(os.path.dirname(path))
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -201,7 +205,7 @@ class ApplyLock:
                     raise EnvironmentUnsuitable(
                         "another cosyinstall apply is working on %s right now" % self.tree.root,
                         "wait for it to finish, or pass --wait",
-                    )
+                    ) from exc
                 if self.on_wait is not None:
                     self.on_wait("another cosyinstall apply is working on %s; waiting for it to finish" % self.tree.root)
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from cosyinstall.artifact import (KIND_OF, PACKAGES_ZIP, REQUIREMENTS_REL, SUMS_NAME, UV_REL, WHEELS_DIR, ArtifactManifest,
                                   FileEntry, PackageRecord)
-from cosyinstall.uploads import Reader, open_reader, scan_uploads, verify_upload
+from cosyinstall.uploads import Reader, Upload, is_verified, open_reader, scan_uploads, verify_upload
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.handmade import HandmadeReader, wheel_name_version
 from cosyinstall.install_plan import Item, app_items, model_items, step_digest, venv_items
@@ -37,7 +37,8 @@ class _Source:
         self.handmade = reader.handmade
         self.label = reader.label
         self.path = reader.path
-        self.manifest: Optional[ArtifactManifest] = None if self.handmade else reader.manifest  # type: ignore[union-attr]
+        # A delta's manifest as its full artifact carries it: the steps install and record the full bundle.
+        self.manifest: Optional[ArtifactManifest] = None if self.handmade else reader.manifest.full()  # type: ignore[union-attr]
 
 
 class PackagesSource(_Source):
@@ -170,8 +171,12 @@ class ModelsSource(_Source):
 class Bundle:
     """The opened artifacts of one upload folder, with one table row per artifact."""
 
-    def __init__(self, from_dir: str, verified: Dict[str, Any], reporter: Reporter) -> None:
+    def __init__(self, from_dir: str, verified: Dict[str, Any], reporter: Reporter, defer: bool = False) -> None:
+        self.from_dir = from_dir
         self.packages: Optional[PackagesSource] = None
+        # With `defer` (apply), a zip's whole-file sha256 is left to the pass that extracts it
+        # (onepass.py), so each upload is read once: name -> upload still to be hashed.
+        self.unhashed: Dict[str, Upload] = {}
         self.models: Optional[ModelsSource] = None
         self.findings: List[Finding] = []
         self.verified: Dict[str, Any] = {}
@@ -201,6 +206,10 @@ class Bundle:
                         self.packages = source  # type: ignore[assignment]
                     else:
                         self.models = source  # type: ignore[assignment]
+                if defer and source is not None and upload.expected is not None and not is_verified(upload, verified):
+                    self.unhashed[name] = upload
+                    self.findings.append(_artifact_row(name, upload.path, source, None))
+                    continue
                 entry = verify_upload(upload, verified, reporter)
                 if entry is not None:
                     self.verified[name] = entry
@@ -246,9 +255,11 @@ def artifact_failure(name: str, exc: ArtifactRejected) -> Finding:
     return Finding(name, False, exc.message, hint=exc.hint, code=ArtifactRejected.exit_code)
 
 
-def _artifact_row(name: str, path: str, source: Any, summed: bool) -> Finding:
+def _artifact_row(name: str, path: str, source: Any, summed: Optional[bool]) -> Finding:
     size = human_bytes(os.path.getsize(path))
     checked = "sha256 matches %s" % SUMS_NAME if summed else "not in %s" % SUMS_NAME
+    if summed is None:
+        checked = "sha256 checked against %s while extracting" % SUMS_NAME
     if source is None:
         return Finding(name, True, "%s, %s" % (size, checked))
     if source.handmade:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from cosyinstall.artifact import GpuRequirement
 from cosyinstall.errors import ArtifactRejected, EnvironmentUnsuitable
 from cosyinstall.probe import BoxFacts, PythonFound
 from cosyinstall.progress import human_bytes
@@ -24,6 +25,7 @@ __all__ = [
     "MARGIN",
     "MARGIN_BYTES",
     "need_with_margin",
+    "SHM_ADVISED",
 ]
 
 # Extraction and the venv write more than the zips hold (installed wheels are unpacked).
@@ -33,6 +35,8 @@ MARGIN_BYTES = 256 * 1024 * 1024
 # NVIDIA's CUDA compatibility tables.
 MIN_DRIVER: Dict[int, Tuple[int, ...]] = {11: (450, 80, 2), 12: (525, 60, 13), 13: (580, 65, 6)}
 _CUDA_WHEEL = re.compile(r"^nvidia-[a-z0-9-]+-cu(\d+)$")
+# TensorRT-LLM's docs ask for a 1 GB /dev/shm for its MPI ranks; containers often give 64 MB.
+SHM_ADVISED = 1024 * 1024 * 1024
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 
 
@@ -134,7 +138,7 @@ def _gpu(facts: BoxFacts, cuda: Optional[int]) -> Finding:
     if cuda and floor is None:
         return Finding("gpu", False, "%s; the wheels need CUDA %d, whose minimum driver is unknown to this installer"
                        % (text, cuda), blocking=False)
-    if floor is not None and parse_version(facts.gpu_driver) < floor:
+    if cuda and floor is not None and parse_version(facts.gpu_driver) < floor:
         need = ".".join(map(str, floor))
         return Finding("gpu", False, "%s is older than %s, the minimum for the CUDA %d wheels in the lock"
                        % (text, need, cuda), blocking=False,
@@ -144,12 +148,57 @@ def _gpu(facts: BoxFacts, cuda: Optional[int]) -> Finding:
     return Finding("gpu", True, text, blocking=False)
 
 
+def _gpu_needs(facts: BoxFacts, req: GpuRequirement) -> Finding:
+    """`[target.gpu]` against GPU 0: unmet is exit 4; no GPU at all is only a warning (a CPU box may test)."""
+    wants = []
+    if req.min_compute_capability:
+        wants.append("compute capability %s" % req.min_compute_capability)
+    if req.min_driver:
+        wants.append("driver %s" % req.min_driver)
+    if req.min_memory_gb:
+        wants.append("%g GB" % req.min_memory_gb)
+    need = "needs " + ", ".join(wants) + " or more" if wants else "needs a GPU"
+    gpu = facts.gpu
+    if gpu is None:
+        return Finding("gpu need", False, "no GPU found, but the bundle %s; the server will not start here" % need,
+                       blocking=False)
+    problems = []
+    if req.min_compute_capability:
+        if not gpu.compute_cap:
+            problems.append("its compute capability is unknown (driver %s is too old to report it)" % gpu.driver)
+        elif parse_version(gpu.compute_cap) < parse_version(req.min_compute_capability):
+            problems.append("compute capability %s is below %s" % (gpu.compute_cap, req.min_compute_capability))
+    if req.min_driver and parse_version(gpu.driver) < parse_version(req.min_driver):
+        problems.append("driver %s is older than %s" % (gpu.driver, req.min_driver))
+    if req.min_memory_gb and gpu.memory_mib is not None and gpu.memory_mib < req.min_memory_gb * 1000:
+        # nvidia-smi's "24 GB" cards report about 24000-24576 MiB, so 1 GB counts as 1000 MiB here.
+        problems.append("%d MiB of memory is less than %g GB" % (gpu.memory_mib, req.min_memory_gb))
+    have = "%s (compute capability %s, driver %s, %s MiB)" % (
+        gpu.name, gpu.compute_cap or "?", gpu.driver, gpu.memory_mib if gpu.memory_mib is not None else "?")
+    if problems:
+        return Finding("gpu need", False, "%s: %s; the bundle %s" % (have, "; ".join(problems), need),
+                       hint="rent an instance whose GPU meets [target.gpu] (bf16 TensorRT engines need Ampere or newer)")
+    return Finding("gpu need", True, "%s; the bundle %s" % (have, need))
+
+
+def _shm(facts: BoxFacts) -> Finding:
+    if facts.shm_bytes is None:
+        return Finding("shm", False, "no /dev/shm; MPI under mpirun needs shared memory (TensorRT-LLM asks for 1 GB)",
+                       blocking=False)
+    if facts.shm_bytes < SHM_ADVISED:
+        return Finding("shm", False, "/dev/shm is %s; TensorRT-LLM asks for at least 1 GB under mpirun"
+                       % human_bytes(facts.shm_bytes), blocking=False,
+                       hint="give the container a larger /dev/shm (docker run --shm-size=1g)")
+    return Finding("shm", True, "/dev/shm is %s (mpirun)" % human_bytes(facts.shm_bytes))
+
+
 def evaluate(
     facts: BoxFacts,
     target: Mapping[str, Any],
     need_bytes: int,
     need_python: bool = True,
     cuda: Optional[int] = None,
+    launcher: Optional[str] = None,
 ) -> List[Finding]:
     """Every box check as a table row, in the order a user fixes them."""
     findings: List[Finding] = []
@@ -193,6 +242,11 @@ def evaluate(
     else:
         findings.append(Finding("write", False, "no write permission on %s" % facts.space_path, hint="run as the owner or as root"))
     findings.append(_gpu(facts, cuda))
+    req = GpuRequirement.from_target(target)
+    if req is not None:
+        findings.append(_gpu_needs(facts, req))
+    if launcher == "mpirun":
+        findings.append(_shm(facts))
     return findings
 
 

@@ -12,9 +12,10 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-__all__ = ["PythonFound", "BoxFacts", "gather", "probe_python", "python_candidates", "nearest_existing"]
+__all__ = ["PythonFound", "GpuInfo", "BoxFacts", "gather", "probe_python", "python_candidates", "nearest_existing",
+           "query_gpu", "shm_bytes"]
 
 _PROBE = "import sys,platform;print('%d.%d.%d' % sys.version_info[:3]);print(platform.python_implementation())"
 
@@ -28,6 +29,24 @@ class PythonFound:
     @property
     def minor(self) -> str:
         return "%d.%d" % self.version[:2]
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """The first GPU nvidia-smi lists (CUDA device 0, the one the server uses)."""
+
+    name: str
+    compute_cap: str        # "8.6"; "" when the driver is too old to report it
+    driver: str             # "535.104.05"
+    memory_mib: Optional[int]
+
+    @property
+    def driver_major(self) -> str:
+        return self.driver.split(".")[0]
+
+    def identity(self) -> Dict[str, str]:
+        """What a built engine depends on: the card, its architecture and the driver's major release."""
+        return {"name": self.name, "compute_cap": self.compute_cap, "driver_major": self.driver_major}
 
 
 @dataclass
@@ -44,6 +63,8 @@ class BoxFacts:
     gpu_name: Optional[str] = None
     notes: List[str] = field(default_factory=list)
     to_is_file: bool = False
+    gpu: Optional[GpuInfo] = None
+    shm_bytes: Optional[int] = None
 
 
 def probe_python(path: str, timeout: float = 15.0) -> Optional[PythonFound]:
@@ -111,26 +132,53 @@ def nearest_existing(path: str) -> str:
     return path
 
 
-def _nvidia() -> Tuple[Optional[str], Optional[str]]:
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None, None
+_GPU_FIELDS = "name,compute_cap,driver_version,memory.total"
+
+
+def _smi(exe: str, fields: str) -> Optional[List[str]]:
     try:
         proc = subprocess.run(
-            [exe, "--query-gpu=driver_version,name", "--format=csv,noheader"],
+            [exe, "--query-gpu=" + fields, "--format=csv,noheader,nounits"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=20, universal_newlines=True,
         )
     except (OSError, subprocess.SubprocessError):
-        return None, None
+        return None
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         # "NVIDIA-SMI has failed because it couldn't communicate with the driver" and the like.
-        return None, None
-    driver, _, name = lines[0].partition(",")
-    driver = driver.strip()
+        return None
+    return [part.strip() for part in lines[0].split(",")]
+
+
+def query_gpu() -> Optional[GpuInfo]:
+    """GPU 0 as nvidia-smi's query mode reports it, or None when there is no working GPU."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    row = _smi(exe, _GPU_FIELDS)
+    if row is None or len(row) < 4:
+        # Drivers before 510 do not know compute_cap: ask again without it.
+        old = _smi(exe, "name,driver_version,memory.total")
+        if old is None or len(old) < 3:
+            return None
+        row = [old[0], "", old[1], old[2]]
+    name, cap, driver, memory = row[:4]
     if not driver[:1].isdigit():
-        return None, None
-    return driver, name.strip() or None
+        return None
+    try:
+        memory_mib: Optional[int] = int(float(memory))
+    except ValueError:
+        memory_mib = None
+    return GpuInfo(name, cap if cap[:1].isdigit() else "", driver, memory_mib)
+
+
+def shm_bytes(path: str = "/dev/shm") -> Optional[int]:
+    """The size of /dev/shm (MPI and NCCL pass data through it), or None when there is none."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize
 
 
 def gather(to: str, minor: Optional[str], python: Optional[str] = None, want_python: bool = True) -> BoxFacts:
@@ -157,6 +205,7 @@ def gather(to: str, minor: Optional[str], python: Optional[str] = None, want_pyt
         free = None
     to_is_file = os.path.lexists(to) and not os.path.isdir(to)
     writable = os.path.isdir(space_path) and os.access(space_path, os.W_OK)
-    driver, name = _nvidia()
+    gpu = query_gpu()
     return BoxFacts(platform.machine(), _glibc(), pythons, python if want_python else None, failures, free,
-                    space_path, writable, driver, name, to_is_file=to_is_file)
+                    space_path, writable, gpu.driver if gpu else None, gpu.name if gpu else None,
+                    to_is_file=to_is_file, gpu=gpu, shm_bytes=shm_bytes())

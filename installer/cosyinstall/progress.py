@@ -5,6 +5,7 @@ Library code only emits events through a `Reporter`; the CLI chooses where they 
 
 from __future__ import annotations
 
+import io
 import sys
 import threading
 import time
@@ -68,7 +69,7 @@ class Task:
     def __enter__(self) -> "Task":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: object) -> None:
         self.reporter._draw(self, final=exc_type is None)
         if self.reporter.live:
             self.reporter.stream.write("\n" if exc_type is None else "\r\x1b[K")
@@ -135,7 +136,9 @@ class NullReporter(Reporter):
         super().__init__(stream=_Sink(), live=False, quiet=True)
 
 
-class _Sink:
+class _Sink(io.StringIO):
+    """A text stream that keeps nothing (a StringIO only for its type: nothing accumulates)."""
+
     def write(self, _text: str) -> int:
         return 0
 

@@ -51,6 +51,8 @@ class Observation:
     process_alive: bool = True
     exit_status: Optional[int] = None
     http_status: Optional[int] = None
+    # CPU clock ticks used so far by the server's whole session; None when unknown.
+    cpu_ticks: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,9 @@ class Readiness:
         self.launcher = launcher
         self.ready_seen_at: Optional[float] = None
         self.last_output = start
+        # The last time the server's processes used CPU: a silent engine build is busy, not hung.
+        self.last_busy = start
+        self._cpu_seen: Optional[int] = None
         self.lines: Deque[str] = deque(maxlen=_KEEP_LINES)
         self._partial = ""
         self._carry = ""
@@ -208,6 +213,10 @@ class Readiness:
         self.feed(obs.new_text, obs.now)
         if obs.ready_line_seen and self.ready_seen_at is None:
             self.ready_seen_at = obs.now
+        if obs.cpu_ticks is not None:
+            if self._cpu_seen is not None and obs.cpu_ticks > self._cpu_seen:
+                self.last_busy = obs.now
+            self._cpu_seen = obs.cpu_ticks if self._cpu_seen is None else max(self._cpu_seen, obs.cpu_ticks)
         elapsed = obs.now - self.start
         verdict = self._decide(obs, elapsed)
         self.verdict = verdict
@@ -258,13 +267,15 @@ class Readiness:
         if (
             not self.ready_seen
             and not obs.port_open
-            and obs.now - self.last_output >= self.silence_timeout
+            and obs.now - max(self.last_output, self.last_busy) >= self.silence_timeout
         ):
+            idle = "" if obs.cpu_ticks is None else ", used no CPU time"
             return Verdict(
                 HUNG,
-                "%s printed nothing new for %s and port %d is still closed, the signature of a start that hangs"
+                "%s printed nothing new for %s%s and port %d is still closed, the signature of a start that hangs"
                 " in MPI initialisation; %s"
-                % (self._who(), _seconds(obs.now - self.last_output), self.port, self._tail_text()),
+                % (self._who(), _seconds(obs.now - max(self.last_output, self.last_busy)), idle, self.port,
+                   self._tail_text()),
                 "check the %s launcher and run cosyinstall start --launcher direct to confirm" % self.launcher
                 if self.launcher == "mpirun"
                 else "start with --launcher mpirun, which the tensorrt_llm import needs to get past MPI initialisation",

@@ -67,7 +67,7 @@ def _ensure_state(tree: InstallTree) -> None:
     except OSError as exc:
         raise EnvironmentUnsuitable(
             "cannot create %s (%s)" % (tree.state, exc.strerror), "check the permissions of %s" % tree.root
-        )
+        ) from exc
 
 
 @contextmanager
@@ -139,7 +139,7 @@ def _spawn(
             raise EnvironmentUnsuitable(
                 "cannot run %s (%s)" % (argv[0], exc.strerror or exc),
                 "check that %s is installed in %s" % (os.path.basename(argv[0]), tree.venv),
-            )
+            ) from exc
     track_child(proc)
     return proc, offset
 

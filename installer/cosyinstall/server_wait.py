@@ -13,12 +13,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from cosyinstall.artifact import ServerSpec
 from cosyinstall.errors import NotReady
 from cosyinstall.health import LogTail, http_status, port_open
-from cosyinstall.procs import is_child, reap
+from cosyinstall.procs import is_child, reap, session_cpu_ticks
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.readiness import DEFAULT_NO_PORT_GRACE, READY, Observation, Readiness, Verdict
 from cosyinstall.server_log import log_marker
 from cosyinstall.server_record import is_ours, read_record, remove_record, write_record
 from cosyinstall.server_stop import terminate
+from cosyinstall.synth_probe import check_probe, run_probe
 from cosyinstall.tree import InstallTree
 from cosyinstall.waitline import WaitLine
 
@@ -65,6 +66,7 @@ def wait_ready(
         verdict = checker.observe(obs)
         if verdict.outcome == READY:
             line.clear()
+            _probe(tree, record, spec, chosen_port, reporter)
             _mark_ready(tree, record, spec, chosen_port, verdict, reporter)
             return
         if verdict.terminal:
@@ -118,7 +120,9 @@ class _Watch:
             checker.feed(chunk, t)
         is_open = alive and port_open(self.port)
         code = http_status(self.port, self.health_path) if is_open else None
+        sid = self.record.get("sid", self.record["pid"])
         return Observation(
+            cpu_ticks=session_cpu_ticks(sid) if alive and isinstance(sid, int) else None,
             now=t,
             port_answered_2xx=code is not None and 200 <= code < 300,
             port_open=is_open,
@@ -140,6 +144,23 @@ def _mark_ready(
         "the server is ready on http://127.0.0.1:%d%s (pid %d, %ds after start)"
         % (port, spec.health_path, pid, int(verdict.elapsed))
     )
+
+
+def _probe(tree: InstallTree, record: Dict[str, Any], spec: ServerSpec, port: int, reporter: Reporter) -> None:
+    """The synthesis probe, once, after health answered; a failure stops the server (exit 5)."""
+    if spec.probe is None:
+        return
+    reporter.info("health answered; sending the synthesis probe %s %s" % (spec.probe.method, spec.probe.path))
+    result = run_probe(tree, spec.probe, port)
+    error = check_probe(result, spec.probe, port, tree.server_log)
+    if error is None:
+        reporter.info("the synthesis probe got %d bytes of %s in %.1fs"
+                      % (result.size, result.content_type or "audio", result.seconds))
+        return
+    terminate(record, grace=_STOP_ON_FAILURE_GRACE)
+    remove_record(tree, int(record["pid"]))
+    log_marker(tree, "not ready (probe failed), stopped: %s" % error.message)
+    raise error
 
 
 def _give_up(tree: InstallTree, record: Dict[str, Any], verdict: Verdict) -> NotReady:

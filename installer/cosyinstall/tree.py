@@ -113,6 +113,16 @@ class InstallTree:
         return self.state_path("server.pid")
 
     @property
+    def prepare_log(self) -> str:
+        """Output of the `[[server.prepare]]` steps (engine builds) run before the server."""
+        return self.state_path("prepare.log")
+
+    @property
+    def prepare_record(self) -> str:
+        """Finished prepare steps keyed by GPU and models, and the first-start marker (prepare.json)."""
+        return self.state_path("prepare.json")
+
+    @property
     def server_lock(self) -> str:
         """Held while a start decides whether to launch, so two starts never both launch."""
         return self.state_path("server.lock")
@@ -133,12 +143,27 @@ class InstallTree:
         return self.state_path("uv-cache")
 
     @property
+    def kept_venv_files(self) -> str:
+        """The last finished venv step's wheels, requirements and CPython archive: a later delta's base."""
+        return self.state_path("venv-files")
+
+    @property
     def venv_record(self) -> str:
         return self.state_path("venv.json")
 
     @property
     def model_steps_record(self) -> str:
         return self.state_path("model-steps.json")
+
+    @property
+    def trusted_keys(self) -> str:
+        """The OpenSSH public keys this box trusts to sign bundles, one line each (cosyinstall trust)."""
+        return self.state_path("trusted_keys")
+
+    @property
+    def installed_builds(self) -> str:
+        """The build sequence and id installed per manifest name (refuses downgrades once a key is trusted)."""
+        return self.state_path("builds.json")
 
     def manifest_copy(self, kind: str) -> str:
         """The recorded MANIFEST.json of the installed `kind` ("packages" or "models")."""

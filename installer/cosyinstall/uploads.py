@@ -28,6 +28,8 @@ __all__ = [
     "verify_upload",
     "open_reader",
     "stat_key",
+    "is_verified",
+    "mismatch_sentence",
 ]
 
 Reader = Union[ArtifactReader, HandmadeReader]
@@ -104,9 +106,8 @@ def verify_upload(upload: Upload, verified: Dict[str, Any], reporter: Optional[R
     if upload.expected is None:
         return None
     key = stat_key(upload.path)
-    known = verified.get(upload.name)
-    if isinstance(known, dict) and known.get("stat") == key and known.get("sha256") == upload.expected.sha256:
-        return known
+    if is_verified(upload, verified):
+        return verified[upload.name]
     with reporter.task("checking %s" % upload.name, key[0]) as task:
         _size, digest = hash_file(upload.path, task.advance)
     if digest != upload.expected.sha256:
@@ -126,6 +127,13 @@ def verify_uploads(
     return cache
 
 
+def is_verified(upload: Upload, verified: Dict[str, Any]) -> bool:
+    """Whether this very file (size, mtime, inode) was hashed against the same SHA256SUMS line before."""
+    known = verified.get(upload.name)
+    return (upload.expected is not None and isinstance(known, dict) and known.get("stat") == stat_key(upload.path)
+            and known.get("sha256") == upload.expected.sha256)
+
+
 def open_reader(upload: Upload) -> Reader:
     """A built artifact (with MANIFEST.json) or, without one, a hand-made zip."""
     kind = KIND_OF[upload.name]
@@ -137,6 +145,10 @@ def open_reader(upload: Upload) -> Reader:
         archive.close()
         raise
     return HandmadeReader(upload.path, kind, archive)
+
+
+def mismatch_sentence(upload: Upload) -> str:
+    return _mismatch_sentence(upload)
 
 
 def _mismatch_sentence(upload: Upload) -> str:

@@ -16,7 +16,7 @@ from cosyinstall.errors import ArtifactRejected, CosyError
 from cosyinstall.install_plan import STEPS, canonical_name
 from cosyinstall.journal import ApplyLock, Journal
 from cosyinstall.progress import NullReporter, Reporter
-from cosyinstall.streams import hash_file
+from cosyinstall.safepath import hash_below, link_below
 from cosyinstall.tree import InstallTree
 from cosyinstall.venv import installed_dists
 
@@ -27,11 +27,20 @@ def _check_files(root: str, entries: List[FileEntry], strip: str, problems: List
     total = sum(e.size for e in entries)
     with reporter.task("verifying %s" % root, total) as task:
         for entry in entries:
-            path = os.path.join(root, *entry.path[len(strip):].split("/"))
-            if os.path.islink(path) or not os.path.isfile(path):
+            rel = entry.path[len(strip):]
+            path = os.path.join(root, *rel.split("/"))
+            # Never hashed through a link: a link where the bundle has a file or folder is reported.
+            link = link_below(root, rel)
+            if link is not None:
+                problems.append("%s is a symbolic link where the bundle has a %s"
+                                % (os.path.join(root, *link.split("/")), "file" if link == rel else "folder"))
+                continue
+            found = hash_below(root, rel)
+            if found is None:
                 problems.append("%s is missing" % path)
                 continue
-            size, digest = hash_file(path, task.advance)
+            size, digest = found
+            task.advance(size)
             if size != entry.size:
                 problems.append("%s has %d bytes, %d expected" % (path, size, entry.size))
             elif digest != entry.sha256:

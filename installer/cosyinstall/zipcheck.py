@@ -82,6 +82,7 @@ class CheckedInfo(zipfile.ZipInfo):
     """A ZipInfo whose local header was checked; knows where its data starts."""
 
     __slots__ = ("data_offset",)
+    data_offset: int
 
 
 class CheckedZip:

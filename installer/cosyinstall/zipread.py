@@ -37,12 +37,12 @@ def open_zip(path: str) -> CheckedZip:
     try:
         return check_zip(path)
     except FileNotFoundError:
-        raise ArtifactRejected("%s is missing" % path)
+        raise ArtifactRejected("%s is missing" % path) from None
     except OSError as exc:
         raise ArtifactRejected(
             "%s is not a readable zip (%s); it is probably truncated or corrupt" % (path, exc),
             "upload it again and compare its size with the one in SHA256SUMS",
-        )
+        ) from exc
 
 
 def checked(path: str, archive: Optional[object]) -> CheckedZip:
@@ -102,7 +102,7 @@ class ZipReader:
             finally:
                 src.close()
         except ZIP_ERRORS as exc:
-            raise ArtifactRejected("%s is corrupt (%s)" % (what, exc))
+            raise ArtifactRejected("%s is corrupt (%s)" % (what, exc)) from exc
 
     def mtime(self, key: str) -> float:
         return member_time(self._info(key))
@@ -154,7 +154,7 @@ class ArtifactReader(ZipReader):
             raise ArtifactRejected(
                 "%s has no %s, so nothing in it can be verified" % (self.path, MANIFEST_NAME),
                 "build it with cosybuild pack",
-            )
+            ) from None
         if info.file_size > MANIFEST_LIMIT:
             raise ArtifactRejected("%s in %s is %d bytes, more than the %d bytes any real manifest needs"
                                    % (MANIFEST_NAME, self.path, info.file_size, MANIFEST_LIMIT))
@@ -168,11 +168,12 @@ class ArtifactReader(ZipReader):
             finally:
                 src.close()
         except ZIP_ERRORS as exc:
-            raise ArtifactRejected("%s in %s is damaged (%s)" % (MANIFEST_NAME, self.path, exc))
+            raise ArtifactRejected("%s in %s is damaged (%s)" % (MANIFEST_NAME, self.path, exc)) from exc
         return ArtifactManifest.from_bytes(raw, "%s in %s" % (MANIFEST_NAME, self.label))
 
     def _check_directory(self) -> Dict[str, zipfile.ZipInfo]:
-        listed = self.manifest.by_path()
+        # A delta's members expected on the box are listed but not stored: here they are unlisted.
+        listed = {e.path: e for e in self.manifest.stored_files()}
         found: Dict[str, zipfile.ZipInfo] = {}
         folded: Dict[str, str] = {}
         for info in self.zip.infolist():
@@ -231,4 +232,4 @@ class ArtifactReader(ZipReader):
         return self.infos[key]
 
     def _checked_members(self) -> Iterable[Tuple[str, int, Optional[str]]]:
-        return ((e.path, e.size, e.sha256) for e in self.manifest.files)
+        return ((e.path, e.size, e.sha256) for e in self.manifest.stored_files())

@@ -9,15 +9,15 @@ import os
 import uuid
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import AbstractSet, Any, Dict, Iterable, List, Optional
 
-from cosyinstall.artifact import MANIFEST_NAME, ArtifactManifest, FileEntry
+from cosyinstall.artifact import DELTA_FORMAT, FORMAT, MANIFEST_NAME, ArtifactManifest, DeltaBase, FileEntry
 from cosyinstall.boundedjson import JsonRefused, loads_bounded
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.streams import copy_verified
 
-__all__ = ["Member", "write_artifact", "STORED_SUFFIXES", "should_store"]
+__all__ = ["Member", "DeltaSpec", "write_artifact", "STORED_SUFFIXES", "should_store"]
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Already-compressed or incompressible payloads: deflating them costs time and saves nothing.
@@ -43,6 +43,19 @@ class Member:
     executable: bool = False
 
 
+@dataclass(frozen=True)
+class DeltaSpec:
+    """Write a delta: members whose sha256 is in `known` (the base bundle's) are listed, not stored."""
+
+    base: Dict[str, str]
+    known: AbstractSet[str]
+
+
+def _digest_of(member: Member) -> str:
+    with open(member.source, "rb") as src:
+        return copy_verified(src, None, member.size, member.sha256, member.source)
+
+
 def _zipinfo(name: str, size: int, executable: bool, store: bool) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
     info.create_system = 3
@@ -62,11 +75,14 @@ def write_artifact(
     members: Iterable[Member],
     meta: Optional[Dict[str, Any]] = None,
     reporter: Optional[Reporter] = None,
+    delta: Optional[DeltaSpec] = None,
 ) -> ArtifactManifest:
     """Write `out_path` atomically (temp file in the same directory, then rename).
 
     Each source is read once: hashed while it is copied, and checked against `sha256` when
     the member already has one (a cached wheel), so a changed file never enters silently.
+    With `delta`, a member whose content the base bundle holds is hashed (checked) and listed
+    in the manifest's delta record instead of being stored.
     """
     reporter = reporter or NullReporter()
     ordered: List[Member] = sorted(members, key=lambda m: m.arcname)
@@ -79,6 +95,7 @@ def write_artifact(
     except JsonRefused as exc:
         raise ArtifactRejected("the MANIFEST.json of %s would be refused by cosyinstall: %s" % (out_path, exc)) from None
     entries: List[FileEntry] = []
+    on_box: List[str] = []
     directory = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, ".%s.%s.part" % (os.path.basename(out_path), uuid.uuid4().hex[:12]))
@@ -86,11 +103,23 @@ def write_artifact(
         with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
             with reporter.task("writing %s" % os.path.basename(out_path), sum(m.size for m in ordered)) as task:
                 for member in ordered:
+                    if delta is not None:
+                        digest = _digest_of(member)
+                        if digest in delta.known:
+                            entries.append(FileEntry(member.arcname, member.size, digest, member.executable))
+                            on_box.append(member.arcname)
+                            task.advance(member.size)
+                            continue
+                        member = Member(member.arcname, member.source, member.size, digest, member.executable)
                     info = _zipinfo(member.arcname, member.size, member.executable, should_store(member.arcname))
                     with open(member.source, "rb") as src, archive.open(info, "w", force_zip64=member.size > 0x7FFFFFFF) as dst:
                         digest = copy_verified(src, dst, member.size, member.sha256, member.source, task.advance)
                     entries.append(FileEntry(member.arcname, member.size, digest, member.executable))
-            manifest = ArtifactManifest(kind, name, dict(target), tuple(entries), dict(meta or {}))
+            full_meta = dict(meta or {})
+            if delta is not None:
+                full_meta[DeltaBase.KEY] = DeltaBase(dict(delta.base), tuple(on_box)).to_json()
+            manifest = ArtifactManifest(kind, name, dict(target), tuple(entries), full_meta,
+                                        FORMAT if delta is None else DELTA_FORMAT)
             # Last member, so the manifest carries hashes computed during the single copy pass.
             manifest_bytes = manifest.to_bytes()
             archive.writestr(_zipinfo(MANIFEST_NAME, len(manifest_bytes), False, False), manifest_bytes)

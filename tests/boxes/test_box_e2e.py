@@ -40,7 +40,7 @@ def bundled_dist(tmp_path_factory: pytest.TempPathFactory, build_cache: Path) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "bundled CPython 3.10." in proc.stdout + proc.stderr
     assert "adds %.1f MB" % (archive.stat().st_size / 1e6) in proc.stdout + proc.stderr
-    pin = lock["packages"]["python"]
+    pin = lock["python"]
     assert pin["archive"] == archive.name and pin["size"] == archive.stat().st_size
     return dist
 
@@ -96,13 +96,13 @@ def test_b_bundled_cpython_on_bookworm_serves_and_verifies(bookworm: Path, bundl
     # The venv is made from the bundled CPython unpacked in the tree, whose libpython the
     # server finds through LD_LIBRARY_PATH.
     cfg = (up / "CosyVoice" / ".venv" / "pyvenv.cfg").read_text()
-    home = [l.split("=", 1)[1].strip() for l in cfg.splitlines() if l.startswith("home")][0]
+    home = [line.split("=", 1)[1].strip() for line in cfg.splitlines() if line.startswith("home")][0]
     assert home.startswith(TO + "/.cosyinstall/python/3.10.") and home.endswith("/bin"), cfg
     base = box.run([TO + "/.venv/bin/python", "-c", "import sys; print(sys.base_prefix, sys.version_info[:2])"])
     assert base.stdout.split()[0] == home[: -len("/bin")], base.stdout + base.stderr
     pid = info["pid"]
     env = box.run(["sh", "-c", "tr '\\0' '\\n' < /proc/%s/environ" % pid]).stdout
-    ld = [l for l in env.splitlines() if l.startswith("LD_LIBRARY_PATH=")]
+    ld = [line for line in env.splitlines() if line.startswith("LD_LIBRARY_PATH=")]
     assert ld and home[: -len("/bin")] + "/lib" in ld[0].split("=", 1)[1].split(":"), env
     stop = box.run(PYZ + ["stop"])
     assert stop.returncode == 0, stop.stdout + stop.stderr

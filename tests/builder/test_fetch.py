@@ -296,7 +296,7 @@ def test_parallel_fetch_of_several_files(server: FileServer, cache: Cache) -> No
     datas = [blob(MB + i * 1000, 20 + i) for i in range(6)]
     items = [server.add("p%d.whl" % i, d, delay=0.01) for i, d in enumerate(datas)]
     paths = fetch_all(items, cache, NullReporter(), jobs=4)
-    for item, data in zip(items, datas):
+    for item, data in zip(items, datas, strict=True):
         assert_cached(cache, item, data, paths)
     assert server.max_active >= 2
 

@@ -12,7 +12,7 @@ import pytest
 
 from cosybuild import download
 from cosybuild.cache import Cache
-from cosybuild.hubs import get_hub
+from cosybuild.hubs.registry import get_hub
 from cosybuild.profile import Model
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.progress import NullReporter, Reporter

@@ -45,7 +45,7 @@ def test_apply_offline_serves_then_stops(dist: Path, tmp_path: Path) -> None:
     assert "server ready: http://127.0.0.1:%d/" % port in proc.stdout
     assert "HTTP 200 <h1>demo-voice</h1><p>six 1.16.0, idna 3.10</p>" in proc.stdout
     assert 'SPEAKERS ["demo_female"]' in proc.stdout
-    statuses = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    statuses = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert statuses[0]["running"] is True and statuses[0]["ready"] is True
     assert statuses[-1]["running"] is False
     log = (to / ".cosyinstall" / "server.log").read_text(encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -152,7 +153,7 @@ def test_members_written_by_7z_read_back_exactly(tmp_path: Path, prefer_unzip: b
         for info in z.infolist():
             stream = open_member(z, info, str(archive), prefer_unzip=prefer_unzip)
             try:
-                data = b"".join(iter(lambda: stream.read(1 << 16), b""))
+                data = b"".join(iter(functools.partial(stream.read, 1 << 16), b""))
             finally:
                 stream.close()
             assert data == (src / info.filename).read_bytes(), info.filename

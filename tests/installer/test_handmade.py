@@ -108,7 +108,7 @@ def test_without_unzip_the_pure_python_decoder_installs_deflate64(dist: Path, tm
     (dist / "pretrained_models.zip").unlink()
     _deflate64(dist / "pretrained_models.zip", tmp_path / "src", "pretrained_models")
     (dist / "SHA256SUMS").write_text("".join(
-        l for l in (dist / "SHA256SUMS").read_text().splitlines(True) if "pretrained_models.zip" not in l))
+        line for line in (dist / "SHA256SUMS").read_text().splitlines(True) if "pretrained_models.zip" not in line))
     bare = tmp_path / "bare-bin"  # PATH with python3 and nothing else: no unzip, no uv
     bare.mkdir()
     os.symlink(os.path.realpath(sys.executable), bare / "python3")

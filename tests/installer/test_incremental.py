@@ -127,7 +127,7 @@ def test_a_package_dropped_from_the_lock_is_removed_and_the_rest_is_not_reinstal
         assert idna
         del files[idna[0]]
         req = files["requirements.txt"]
-        req.write_text("".join(l for l in req.read_text().splitlines(True) if not l.startswith("idna==")))
+        req.write_text("".join(line for line in req.read_text().splitlines(True) if not line.startswith("idna==")))
         meta = dict(manifest.meta)
         meta["packages"] = [p for p in meta["packages"] if p["name"] != "idna"]
         return meta

@@ -177,7 +177,7 @@ def test_nvidia_driver_is_read_from_nvidia_smi(tmp_path: Path, monkeypatch: pyte
     fake_dir.mkdir()
     _script(fake_dir / "nvidia-smi",
             "# FakeNvidiaSmi test double: answers the one query cosyinstall makes\n"
-            "echo '470.82.01, NVIDIA GeForce RTX 3090'\n")
+            "echo 'NVIDIA GeForce RTX 3090, 8.6, 470.82.01, 24576'\n")
     monkeypatch.setenv("PATH", str(fake_dir) + os.pathsep + os.environ["PATH"])
     facts = gather(str(tmp_path), "3.10", want_python=False)
     assert (facts.gpu_driver, facts.gpu_name) == ("470.82.01", "NVIDIA GeForce RTX 3090")

@@ -1,17 +1,16 @@
-"""Model hubs: the ModelHub protocol, the registry of hubs, and the pin format they share.
+"""Model hubs: the ModelHub protocol and the pin format they share (the registry is hubs.registry).
 
 A pin (one entry of lock.models) records what a [[models]] entry resolved to:
 `{"name", "source", "repo", "revision", "commit"?, "files": [{"path", "size", "sha256", ...}]}`.
 Hubs list every file with its sha256, so pack fetches each one through cosybuild.download
 and checks it by content; `local` pins nothing and is hashed as it is at pack time.
-Adding a hub: a module here with a class following ModelHub, a branch in `get_hub`, and
+Adding a hub: a module here with a class following ModelHub, a branch in `registry.get_hub`, and
 its name in cosybuild.profile.MODEL_SOURCES.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional, Protocol
+from typing import Protocol
 
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.progress import Reporter
@@ -20,7 +19,7 @@ from cosybuild.cache import Cache
 from cosybuild.dirwalk import TreeFile
 from cosybuild.profile import Model
 
-__all__ = ["ModelHub", "FetchedFile", "get_hub", "pinned_files", "RELOCK_HINT", "RETRY_HINT"]
+__all__ = ["ModelHub", "FetchedFile", "pinned_files", "RELOCK_HINT", "RETRY_HINT"]
 
 # (path inside the model directory, file on disk, executable)
 FetchedFile = TreeFile
@@ -39,24 +38,6 @@ class ModelHub(Protocol):
 
     def fetch(self, model: Model, pin: dict, cache: Cache, reporter: Reporter) -> list[FetchedFile]:
         """Make the pinned files present and verified locally; sorted by path."""
-
-
-def get_hub(name: str, base_dir: Path, cache: Optional[Cache] = None) -> ModelHub:
-    """The hub named by a manifest's `source`; `base_dir` anchors local paths, `cache` takes lock-time downloads."""
-    # Imported here so that a manifest of local models never imports the hub clients.
-    if name == "huggingface":
-        from cosybuild.hubs.huggingface import HuggingFaceHub
-
-        return HuggingFaceHub(cache)
-    if name == "modelscope":
-        from cosybuild.hubs.modelscope import ModelScopeHub
-
-        return ModelScopeHub(cache)
-    if name == "local":
-        from cosybuild.hubs.local import LocalFolder
-
-        return LocalFolder(base_dir)
-    raise ValueError("unknown model source %r" % name)
 
 
 def pinned_files(model: Model, pin: dict) -> list[dict]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from cosyinstall.errors import ArtifactRejected, CosyError, EnvironmentUnsuitable, UsageError
 from cosyinstall.names import check_member_name
@@ -27,6 +27,9 @@ from cosybuild.download import Sink, Transport, Want, download_unhashed, downloa
 from cosybuild.hubs import RELOCK_HINT, RETRY_HINT, FetchedFile, pinned_files
 from cosybuild.profile import Model
 from cosybuild.transfererror import TransferError, Transient
+
+if TYPE_CHECKING:  # the client is imported when first used: lock and pack without Hub models never load it
+    from huggingface_hub import HfApi
 
 __all__ = ["HuggingFaceHub"]
 
@@ -53,7 +56,7 @@ class HuggingFaceHub:
 
         return self.endpoint or constants.ENDPOINT
 
-    def _api(self):
+    def _api(self) -> HfApi:
         from huggingface_hub import HfApi
 
         return HfApi(endpoint=self.endpoint)

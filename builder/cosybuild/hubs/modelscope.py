@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from cosyinstall.errors import ArtifactRejected, CosyError, EnvironmentUnsuitable, UsageError
 from cosyinstall.names import check_member_name
@@ -25,6 +25,9 @@ from cosybuild.download import Sink, Transport, Want, download_unhashed, downloa
 from cosybuild.hubs import RELOCK_HINT, RETRY_HINT, FetchedFile, pinned_files
 from cosybuild.profile import Model
 from cosybuild.transfererror import TransferError, Transient
+
+if TYPE_CHECKING:  # the client is imported when first used: lock and pack without ModelScope models never load it
+    from modelscope_hub import HubApi
 
 __all__ = ["ModelScopeHub"]
 
@@ -44,7 +47,7 @@ def _status(exc: BaseException) -> Optional[int]:
     return status if isinstance(status, int) else None
 
 
-def _client():
+def _client() -> HubApi:
     """A client configured from the environment as it is now (MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN)."""
     try:
         from modelscope_hub import HubApi, HubConfig
@@ -59,10 +62,10 @@ class ModelScopeHub:
 
     def __init__(self, cache: Optional[Cache] = None) -> None:
         self.cache = cache
-        self._api = None
+        self._api: Optional[HubApi] = None
         self._api_lock = threading.Lock()
 
-    def api(self):
+    def api(self) -> HubApi:
         with self._api_lock:
             if self._api is None:
                 self._api = _client()

@@ -35,7 +35,7 @@ def synthesise(text, config, weights):
         out.setsampwidth(2)
         out.setframerate(rate)
         samples = bytearray()
-        for i, ch in enumerate(text[:40]):
+        for ch in text[:40]:
             freq = config["base_hz"] + weights[ord(ch) % len(weights)]
             for n in range(rate // 20):
                 samples += struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq * n / rate)))
@@ -78,6 +78,10 @@ def main():
             text = (form.get("text") or [""])[0]
             if not text:
                 self._send(400, b"text is required", "text/plain")
+                return
+            if os.path.exists("BROKEN_SYNTHESIS"):
+                # Tests plant this file to imitate a box whose synthesis fails after warm-up.
+                self._send(500, b'{"error": "synthesis failed: BROKEN_SYNTHESIS is present"}', "application/json")
                 return
             self._send(200, synthesise(text, config, weights), "audio/wav")
 
