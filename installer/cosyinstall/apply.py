@@ -5,8 +5,10 @@ plans the steps and, when nothing blocks, takes the apply lock (it writes nothin
 but the state directory the lock lives in); `install` then runs the steps under that lock
 (install_steps.py): every changed file of every step is first extracted and verified into
 .cosyinstall/staging, so damage anywhere is found before anything in <to> changes; then the
-steps are committed one by one, each journaled. An interrupted apply is finished by the next
-one; an unchanged bundle does nothing; a failed first install leaves nothing behind.
+steps are committed one by one, each journaled. The steps run in a new generation built
+aside (generations.py), which becomes current by one atomic switch only once every step is
+complete; a failure removes the half-built generation, so the current one is never touched
+and a failed first install leaves nothing behind. An unchanged bundle does nothing.
 Starting the server afterwards is the caller's (the CLI's) business.
 """
 
@@ -17,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from cosyinstall import generations as gens
 from cosyinstall import installed as inst
 from cosyinstall.artifact import ServerSpec
 from cosyinstall.bundle_signature import signature_gate
@@ -56,6 +59,9 @@ class Outcome:
 
     ran: List[str] = field(default_factory=list)
     server: Optional[ServerSpec] = None
+    # The generation this apply made current, and the one current before it (None on a first install).
+    generation: Optional[str] = None
+    previous: Optional[str] = None
 
 
 # -- preflight -----------------------------------------------------------------------------
@@ -157,6 +163,7 @@ class Prepared:
         self.lock = ApplyLock(opts.tree, wait=opts.wait_lock, on_wait=reporter.info)
         # Whether --to held an install (or anything) before: a failed first install removes all it made.
         self.existed = os.path.exists(self.tree.root)
+        self.home_existed = os.path.exists(self.tree.home)
         self.fresh = not inst.anything_installed(self.tree) and (not self.existed or _only_state(self.tree)) \
             and not os.path.exists(self.tree.trusted_keys)  # a failed first install must not forget the trust
         self.build: Optional[BuildStamp] = None  # the signed build, recorded once installed
@@ -230,13 +237,28 @@ def install(prepared: Prepared) -> Outcome:
               bundled_python=choice.bundled if choice else None)
     if prepared.opts.jobs:
         run.jobs = run.passes.jobs = max(1, prepared.opts.jobs)
+    built: Optional[str] = None
     with open(tree.install_log, "a", encoding="utf-8") as log:
         reporter.log = log
         try:
-            install_steps(run, outcome.ran)
+            gens.recover(tree)
+            if not todo(prepared.bundle, Journal(tree)):
+                install_steps(run, outcome.ran)  # records the verified uploads, says nothing to do
+            else:
+                built, run.tree, _cloned = gens.build_aside(tree)
+                run.state = Journal(run.tree)
+                reporter.info("generation %s: building aside in %s" % (built, run.tree.root))
+                install_steps(run, outcome.ran)
+                gens.complete(tree, built)
+                outcome.previous = gens.switch(tree, built)
+                outcome.generation, built = built, None
+                reporter.info("generation %s: now current" % outcome.generation)
         except BaseException as exc:
             reporter.log = None
-            left = after_failure(run, prepared.fresh, prepared.existed)
+            if built is not None:
+                left = _discard_build(prepared, built)
+            else:
+                left = after_failure(run, prepared.fresh, prepared.existed)
             if isinstance(exc, DiskFull):
                 exc.hint = _disk_hint(left)
                 raise
@@ -263,7 +285,32 @@ def _only_state(tree: InstallTree) -> bool:
         return False
 
 
+def _discard_build(prepared: Prepared, built: str) -> bool:
+    """A failed build: its generation goes, the current one stays; True when an install remains."""
+    tree = prepared.tree
+    for path in tree.scratch:
+        _quiet_rmtree(path)
+    try:
+        gens.discard(tree, built)
+    except OSError:
+        pass
+    if gens.current(tree) is not None or os.path.isdir(tree.visible):
+        return True
+    if not gens.has_generations(tree):
+        if prepared.home_existed:
+            _quiet_rmtree(tree.gens)
+        else:
+            _quiet_rmtree(tree.home)  # a failed first install leaves no trace
+    return False
+
+
+def _quiet_rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _disk_hint(left: bool) -> str:
     if left:
-        return _NO_SPACE + "; it resumes where this one stopped"
+        return _NO_SPACE + "; the installed generation was not changed"
     return _NO_SPACE + "; nothing was left behind"

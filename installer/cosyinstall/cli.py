@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument("keyfile", help="the signer's public key file (an OpenSSH public key line, e.g. id_ed25519.pub)")
     apply_cmd.add_argument("--jobs", type=int, metavar="N",
                            help="threads extracting and verifying in parallel (default: the CPU count)")
+    apply_cmd.add_argument("--no-rollback", action="store_true",
+                           help="keep a new generation whose server fails readiness (default: go back)")
+    apply_cmd.add_argument("--keep", type=int, default=2, help="generations kept after a switch (default: %(default)s)")
+    back = add("rollback", "make the previous generation current again; restart the server if it ran", server=True)
+    back.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    back.add_argument("--wait", action="store_true", help="wait for a running apply instead of refusing")
+    listed = add("generations", "list the installed generations")
+    listed.add_argument("--json", action="store_true", help="machine-readable output")
     add("verify", "re-hash the installed tree against its manifests")
     start = add("start", "start the installed server and wait until it is ready", server=True)
     start.add_argument("--rebuild", action="store_true",
@@ -144,13 +152,57 @@ def _cmd_apply(args: argparse.Namespace, tree: InstallTree) -> int:
         else:
             print("nothing changed: %s already holds these artifacts" % tree.root)
         if args.no_start:
+            _prune(tree, args, reporter)
             return 0
         if outcome.server is None:
             reporter.warn("the installed bundle defines no server, so none was started")
             return 0
         # Started under the apply lock, as before: a second apply cannot swap the tree meanwhile.
-        url = _start(tree, outcome.server, args, reporter, restart=bool(outcome.ran))
+        url = _start_generation(tree, outcome, args, reporter)
+        _prune(tree, args, reporter)
     print("server ready: %s" % url)
+    return 0
+
+
+def _start_generation(tree: InstallTree, outcome, args: argparse.Namespace, reporter) -> str:
+    """Start the server pinned to the current generation; on exit 5 go back unless --no-rollback."""
+    from cosyinstall import generations as gens
+    from cosyinstall.errors import NotReady
+    from cosyinstall.rollback import after_not_ready
+
+    try:
+        return _start(gens.pinned(tree), outcome.server, args, reporter, restart=bool(outcome.ran))
+    except NotReady as exc:
+        if outcome.generation is None or outcome.previous is None or args.no_rollback:
+            raise
+        raise after_not_ready(tree, exc, outcome.generation, reporter,
+                              lambda pinned: _start(pinned, _spec(pinned), args, reporter)) from None
+
+
+def _prune(tree: InstallTree, args: argparse.Namespace, reporter) -> None:
+    from cosyinstall import generations as gens
+
+    for gen_id in gens.prune(tree, max(args.keep, 1)):
+        reporter.info("generation %s removed (more than --keep %d)" % (gen_id, args.keep))
+
+
+def _cmd_rollback(args: argparse.Namespace, tree: InstallTree) -> int:
+    from cosyinstall.rollback import roll_back
+
+    reporter = _reporter(args)
+    was, now, url = roll_back(tree, reporter, lambda pinned: _start(pinned, _spec(pinned), args, reporter),
+                              grace=args.grace, wait=args.wait)
+    print("rolled back: generation %s is current (was %s)" % (now, was))
+    if url:
+        print("server ready: %s" % url)
+    return 0
+
+
+def _cmd_generations(args: argparse.Namespace, tree: InstallTree) -> int:
+    from cosyinstall import generations as gens
+
+    rows = gens.listing(tree)
+    print(gens.dump(rows) if args.json else gens.render(rows))
     return 0
 
 
@@ -167,7 +219,9 @@ def _cmd_verify(args: argparse.Namespace, tree: InstallTree) -> int:
 
 
 def _cmd_start(args: argparse.Namespace, tree: InstallTree) -> int:
-    print("server ready: %s" % _start(tree, _spec(tree), args, _reporter(args)))
+    from cosyinstall.generations import pinned
+
+    print("server ready: %s" % _start(pinned(tree), _spec(tree), args, _reporter(args)))
     return 0
 
 
@@ -224,6 +278,7 @@ def _cmd_trust(args: argparse.Namespace, tree: InstallTree) -> int:
 _COMMANDS = {
     "check": _cmd_check, "apply": _cmd_apply, "verify": _cmd_verify, "start": _cmd_start,
     "stop": _cmd_stop, "status": _cmd_status, "logs": _cmd_logs, "trust": _cmd_trust,
+    "rollback": _cmd_rollback, "generations": _cmd_generations,
 }
 
 

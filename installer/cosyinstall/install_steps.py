@@ -37,6 +37,7 @@ from cosyinstall.venv import Uv, installed_dists, venv_version
 from cosyinstall.onepass import default_jobs
 from cosyinstall.upload_pass import UploadPasses
 from cosyinstall.zipread import open_zip
+from cosyinstall.venv_check import mismatched
 
 __all__ = ["Run", "todo", "install", "after_failure", "uv_row"]
 
@@ -356,7 +357,9 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
         uv.install(tree, wheels, requirements, files, require_hashes=False)
         packages = [{"name": n, "version": v} for n, v in sorted(installed_dists(tree).items())]
     else:
-        uv.install(tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL))
+        requirements = os.path.join(staged.staging, REQUIREMENTS_REL)
+        uv.install(tree, wheels, requirements)
+        _check_against_lock(uv, tree, wheels, requirements, source)
         packages = [{"name": p.name, "version": p.version} for p in source.packages()]
     _lock_mode(tree)
     if uv_exe == os.path.join(staged.staging, UV_REL):
@@ -388,6 +391,17 @@ def _lock_mode(tree: InstallTree) -> None:
     st = lstat_below(tree.venv, ".lock")
     if st is not None and stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
         os.chmod(lock, 0o644)
+
+
+def _check_against_lock(uv: Uv, tree: InstallTree, wheels: str, requirements: str, source: PackagesSource) -> None:
+    """uv keeps a same-version distribution: reinstall what differs from the lock, then insist."""
+    bad = mismatched(tree, wheels, source.packages())
+    if bad:
+        uv.install(tree, wheels, requirements, reinstall=[name for name, _why in bad])
+        bad = mismatched(tree, wheels, source.packages())
+    if bad:
+        raise ArtifactRejected("the venv does not match the lock after uv installed it: %s" % bad[0][1],
+                               "see .cosyinstall/install.log for uv's output")
 
 
 # -- per-model steps (model_steps.py) -------------------------------------------------------

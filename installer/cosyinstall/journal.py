@@ -130,7 +130,7 @@ class Journal:
     # -- steps in progress ---------------------------------------------------------------
 
     def _pending_path(self, step: str) -> str:
-        return self.tree.state_path("%s.pending.json" % step)
+        return self.tree.record_path("%s.pending.json" % step)
 
     def pending(self, step: str) -> Optional[List[str]]:
         """Paths an interrupted run of `step` may have touched; None if it was not interrupted."""
@@ -203,11 +203,12 @@ class ApplyLock:
                 if not self.wait:
                     handle.close()
                     raise EnvironmentUnsuitable(
-                        "another cosyinstall apply is working on %s right now" % self.tree.root,
+                        "another cosyinstall apply is working on %s right now" % self.tree.visible,
                         "wait for it to finish, or pass --wait",
                     ) from exc
                 if self.on_wait is not None:
-                    self.on_wait("another cosyinstall apply is working on %s; waiting for it to finish" % self.tree.root)
+                    self.on_wait("another cosyinstall apply is working on %s; waiting for it to finish"
+                                 % self.tree.visible)
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             # The holder may have removed the tree (a failed first install cleans up after
             # itself): a lock on a file no longer at that path protects nothing, so retry.

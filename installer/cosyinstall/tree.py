@@ -7,37 +7,101 @@ property here and nowhere else.
     <to>/                       the app source root, the server's working directory
     <to>/.venv/                 the venv
     <to>/pretrained_models/     one directory per model
-    <to>/.cosyinstall/          install state: journal, recorded manifests, logs, pid, lock
+    <to>/.cosyinstall/          install state: logs, pid, lock, uv cache, kept uv (shared)
+    <to>/.cosygen/              this generation's records: journal, recorded manifests, venv record
+
+Generations (generations.py): once installed, <to> is a symlink to one complete app root,
+`<home>/gens/<id>`, where <home> is the hidden sibling `<parent>/.<name>.cosy`. The shared
+state lives in `<home>/state` (each generation's `.cosyinstall` links to it); the records
+live inside each generation, so switching the one link switches them too. `tree.generation(id)`
+is the same tree seen from one generation (for building aside, or pinning a server to it).
 """
 
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional
 
-__all__ = ["InstallTree", "VENV_NAME", "MODELS_NAME", "STATE_NAME", "RESERVED_TOP"]
+__all__ = ["InstallTree", "VENV_NAME", "MODELS_NAME", "STATE_NAME", "RECORDS_NAME", "RESERVED_TOP"]
 
 VENV_NAME = ".venv"
 MODELS_NAME = "pretrained_models"
 STATE_NAME = ".cosyinstall"
+RECORDS_NAME = ".cosygen"
 # Top-level names under <to> that belong to the installer, never to the app's files.
-RESERVED_TOP = (VENV_NAME, STATE_NAME, MODELS_NAME)
+RESERVED_TOP = (VENV_NAME, STATE_NAME, MODELS_NAME, RECORDS_NAME)
 
 
 class InstallTree:
     """Absolute paths of one install root; pure (touches no disk)."""
 
-    def __init__(self, to: str) -> None:
-        self.root = os.path.abspath(to)
+    def __init__(self, to: str, generation: Optional[str] = None) -> None:
+        # What the user named (--to): a symlink to the current generation once installed.
+        self.visible = os.path.abspath(to)
+        parent, name = os.path.split(self.visible)
+        self.home = os.path.join(parent, ".%s.cosy" % name)
+        self.generation_id = generation
+        # The app root this view reads and writes: <to>, or one generation's real folder.
+        self.root = self.generation_dir(generation) if generation is not None else self.visible
 
     def __repr__(self) -> str:
-        return "InstallTree(%r)" % self.root
+        return "InstallTree(%r, %r)" % (self.visible, self.generation_id)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, InstallTree) and other.root == self.root
+        return isinstance(other, InstallTree) and (other.visible, other.generation_id) == (
+            self.visible, self.generation_id)
 
     def __hash__(self) -> int:
-        return hash(self.root)
+        return hash((self.visible, self.generation_id))
+
+    # -- generations ---------------------------------------------------------------------
+
+    def generation(self, gen_id: str) -> "InstallTree":
+        """This tree seen from generation `gen_id` (its real folder), sharing the state."""
+        return InstallTree(self.visible, gen_id)
+
+    @property
+    def gens(self) -> str:
+        return os.path.join(self.home, "gens")
+
+    def generation_dir(self, gen_id: str) -> str:
+        return os.path.join(self.gens, gen_id)
+
+    def link_target(self, gen_id: str) -> str:
+        """What the <to> symlink holds: relative, so moving <to>'s parent keeps it working."""
+        return os.path.join(os.path.basename(self.home), "gens", gen_id)
+
+    @property
+    def state_link(self) -> str:
+        """<root>/.cosyinstall: in a generation, a link to the shared state."""
+        return os.path.join(self.root, STATE_NAME)
+
+    @property
+    def records(self) -> str:
+        """This generation's records (journal, manifests, venv record)."""
+        return os.path.join(self.root, RECORDS_NAME)
+
+    def record_path(self, *parts: str) -> str:
+        return os.path.join(self.records, *parts)
+
+    @property
+    def generations_file(self) -> str:
+        return self.state_path("generations.json")
+
+    @property
+    def adopt_marker(self) -> str:
+        """Present while a real-directory <to> is being turned into a generation."""
+        return self.state_path("adopt.json")
+
+    @property
+    def switch_link(self) -> str:
+        """The new link, made here and renamed over <to>."""
+        return self.state_path("switch.link")
+
+    @property
+    def trash(self) -> str:
+        """Generations being removed are renamed here first, so none is ever seen half-deleted."""
+        return os.path.join(self.home, "trash")
 
     # -- what the app and the user see ---------------------------------------------------
 
@@ -87,14 +151,14 @@ class InstallTree:
 
     @property
     def state(self) -> str:
-        return os.path.join(self.root, STATE_NAME)
+        return os.path.join(self.home, "state")
 
     def state_path(self, *parts: str) -> str:
         return os.path.join(self.state, *parts)
 
     @property
     def journal(self) -> str:
-        return self.state_path("state.json")
+        return self.record_path("state.json")
 
     @property
     def lock(self) -> str:
@@ -119,8 +183,11 @@ class InstallTree:
 
     @property
     def prepare_record(self) -> str:
-        """Finished prepare steps keyed by GPU and models, and the first-start marker (prepare.json)."""
-        return self.state_path("prepare.json")
+        """Finished prepare steps keyed by GPU and models, and the first-start marker (prepare.json).
+
+        Per generation, like the build outputs it describes (they live in its model folders).
+        """
+        return self.record_path("prepare.json")
 
     @property
     def server_lock(self) -> str:
@@ -149,11 +216,11 @@ class InstallTree:
 
     @property
     def venv_record(self) -> str:
-        return self.state_path("venv.json")
+        return self.record_path("venv.json")
 
     @property
     def model_steps_record(self) -> str:
-        return self.state_path("model-steps.json")
+        return self.record_path("model-steps.json")
 
     @property
     def trusted_keys(self) -> str:
@@ -162,12 +229,16 @@ class InstallTree:
 
     @property
     def installed_builds(self) -> str:
-        """The build sequence and id installed per manifest name (refuses downgrades once a key is trusted)."""
-        return self.state_path("builds.json")
+        """The build sequence and id installed per manifest name (refuses downgrades once a key is trusted).
+
+        Per generation: a rollback makes the kept generation's build the installed one, so
+        going back is not a downgrade.
+        """
+        return self.record_path("builds.json")
 
     def manifest_copy(self, kind: str) -> str:
         """The recorded MANIFEST.json of the installed `kind` ("packages" or "models")."""
-        return self.state_path("%s.MANIFEST.json" % kind)
+        return self.record_path("%s.MANIFEST.json" % kind)
 
     def staging(self, step: str = "") -> str:
         return self.state_path("staging", step) if step else self.state_path("staging")

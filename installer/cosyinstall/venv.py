@@ -102,12 +102,16 @@ class Uv:
                                "see .cosyinstall/install.log for uv's full output")
 
     def create_venv(self, python: str, tree: InstallTree) -> None:
-        self.run(["venv", "--quiet", "--python", python, tree.venv], "creating the venv")
+        # Relocatable: launchers find python relative to themselves, so the venv works through
+        # <to>/.venv and through its generation's real path, and a new generation can hard-link it.
+        self.run(["venv", "--quiet", "--relocatable", "--python", python, tree.venv], "creating the venv")
 
     def install(self, tree: InstallTree, wheels: str, requirements: Optional[str], files: Sequence[str] = (),
-                require_hashes: bool = True) -> None:
+                require_hashes: bool = True, reinstall: Sequence[str] = ()) -> None:
         """Install offline from the wheels folder: a requirements file, or the given wheel files."""
         args = ["pip", "install", "--python", tree.venv_python, "--no-index", "--find-links", wheels, "--no-build"]
+        for name in reinstall:
+            args += ["--reinstall-package", name]
         if require_hashes:
             args.append("--require-hashes")
         if requirements is not None:

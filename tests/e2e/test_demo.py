@@ -67,7 +67,7 @@ def test_second_apply_changes_nothing_and_says_so(dist: Path, tmp_path: Path) ->
     after = tree_snapshot(to)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     # Only the journal and the install log may be touched by a no-op apply.
-    assert changed <= {".cosyinstall/state.json", ".cosyinstall/install.log"}, changed
+    assert changed <= {".cosygen/state.json", ".cosyinstall/install.log"}, changed
     verify = run(pyz(dist, "verify", "--to", str(to)))
     assert verify.returncode == 0, verify.stderr
 

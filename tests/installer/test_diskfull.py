@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Tuple
@@ -17,6 +18,10 @@ from typing import Iterator, Tuple
 import pytest
 
 from support import apply_argv, one_sentence, pyz, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
+
+from cosyinstall.tree import InstallTree  # noqa: E402
 
 
 @contextmanager
@@ -60,13 +65,14 @@ def _fill(root: Path, leave: int) -> Path:
     return filler
 
 
-def apply_with_disk_left(dist: Path, to: Path, leave: int) -> Tuple[subprocess.CompletedProcess, Path]:
-    """`apply --wait` of dist into to, the disk filled to `leave` free bytes once preflight has passed.
+def apply_with_disk_left(dist: Path, to: Path, leave: int, disk: Path) -> Tuple[subprocess.CompletedProcess, Path]:
+    """`apply --wait` of dist into to, `disk` filled to `leave` free bytes once preflight has passed.
 
     (the finished apply, the ballast file to delete to give the space back)
     """
-    os.makedirs(to / ".cosyinstall", exist_ok=True)
-    holder = open(to / ".cosyinstall" / "lock", "a+")
+    lock = Path(InstallTree(str(to)).lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = open(lock, "a+")
     fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
     proc = subprocess.Popen(apply_argv(dist, to, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -78,7 +84,7 @@ def apply_with_disk_left(dist: Path, to: Path, leave: int) -> Tuple[subprocess.C
                 break
         assert b"waiting for it to finish" in said, said.decode()
         # Preflight has passed; now the disk fills (another program, in real life).
-        filler = _fill(to, leave)
+        filler = _fill(disk, leave)
     finally:
         holder.close()
     out, err = proc.communicate(timeout=600)
@@ -86,14 +92,18 @@ def apply_with_disk_left(dist: Path, to: Path, leave: int) -> Tuple[subprocess.C
 
 
 def test_disk_filling_up_during_extraction_ends_in_one_sentence_and_no_partial_state(dist: Path, tmp_path: Path) -> None:
-    with _tmpfs(tmp_path / "disk", "600m") as to:
-        done, filler = apply_with_disk_left(dist, to, leave=4 << 20)
+    with _tmpfs(tmp_path / "disk", "600m") as disk:
+        # --to inside the disk: <to> becomes the link that switches generations, beside its home.
+        to = disk / "CosyVoice"
+        done, filler = apply_with_disk_left(dist, to, leave=4 << 20, disk=disk)
         stderr = done.stderr
         assert done.returncode == 4, done.stdout + stderr
         sentence = one_sentence(stderr)
         assert "the disk filled up while writing" in sentence
         assert "free some space and run apply again; nothing was left behind" in sentence
-        assert sorted(os.listdir(to)) == ["filler.bin"], "partial state left: %s" % sorted(os.listdir(to))
+        left = sorted(os.listdir(disk))
+        assert left in (["filler.bin"], [".CosyVoice.cosy", "filler.bin"]), "partial state left: %s" % left
+        assert not os.path.lexists(to) and not os.path.exists(InstallTree(str(to)).gens)
         verify = run(pyz(dist, "verify", "--to", str(to)))
         assert verify.returncode == 3 and "nothing is installed" in one_sentence(verify.stderr)
         # With the space back, the same command installs.

@@ -61,11 +61,13 @@ def _differ(a: dict, b: dict) -> List[str]:
 
 def test_disk_filling_at_several_points_of_an_update(demo_dist: Path, tmp_path: Path) -> None:
     up = _update(demo_dist, tmp_path)
-    with _tmpfs(tmp_path / "disk", "600m") as to:
+    with _tmpfs(tmp_path / "disk", "600m") as disk:
+        # --to inside the disk: <to> becomes the link that switches generations, beside its home.
+        to = disk / "CosyVoice"
         first = run(apply_argv(up, to))
         assert first.returncode == 0, first.stderr
         clean_update = tree_digest(to)
-        for child in list(to.iterdir()):
+        for child in list(disk.iterdir()):
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
@@ -79,7 +81,7 @@ def test_disk_filling_at_several_points_of_an_update(demo_dist: Path, tmp_path: 
             old = run(apply_argv(demo_dist, to))
             assert old.returncode == 0, (label, old.stderr)
             old_tree = tree_digest(to)
-            proc, filler = apply_with_disk_left(up, to, leave)
+            proc, filler = apply_with_disk_left(up, to, leave, disk)
             assert proc.returncode == 4, (label, proc.stdout, proc.stderr[-3000:])
             sentence = one_sentence(proc.stderr)
             assert "the disk filled up" in sentence and "free some space and run apply again" in sentence, sentence

@@ -20,6 +20,7 @@ import pytest
 
 from support import apply_argv, one_sentence, pyz, rewrite_sums, run, tree_digest
 from test_repair import installed  # noqa: F401  (the module's demo install)
+from cosyinstall.tree import InstallTree  # noqa: E402  (test_repair puts the installer on sys.path)
 
 SEED = 20261201
 TOKENS = [b"[", b"{", b"]", b"}", b'"', b"\\", b"\x00", b"-1", b"1e999", b"9" * 5000, b"[" * 5000, b"\xff\xfe",
@@ -126,7 +127,7 @@ def test_fuzzed_uploads_end_in_0_3_or_4_and_leave_the_install_intact(
 def test_fuzzed_journal_is_repaired_by_the_next_apply(installed: Tuple[Path, dict], demo_dist: Path) -> None:  # noqa: F811
     to, clean = installed
     rng = random.Random("%d state.json" % SEED)
-    journal = to / ".cosyinstall" / "state.json"
+    journal = Path(InstallTree(str(to)).journal)
     for number in range(5):
         label = "state.json case %d" % number
         journal.write_bytes(mutate(rng, journal.read_bytes()))

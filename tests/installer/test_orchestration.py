@@ -52,7 +52,7 @@ def test_a_torn_pending_file_still_makes_the_step_be_redone(tmp_path: Path) -> N
     journal = Journal(tree)
     journal.finish("models", "d1")
     journal.begin("models", ["m/x.bin"])
-    with open(tree.state_path("models.pending.json"), "r+b") as handle:
+    with open(tree.record_path("models.pending.json"), "r+b") as handle:
         handle.truncate(5)  # what a disk error mid-write could leave, despite the rename
     assert journal.pending("models") == []  # interrupted, paths unknown: hash everything again
     assert journal.step_done("models") is None
@@ -60,7 +60,7 @@ def test_a_torn_pending_file_still_makes_the_step_be_redone(tmp_path: Path) -> N
 
 def test_a_damaged_journal_means_start_over_not_a_crash(tmp_path: Path) -> None:
     tree = InstallTree(str(tmp_path / "to"))
-    os.makedirs(tree.state)
+    os.makedirs(tree.records)
     Path(tree.journal).write_bytes(b"\xff{not json")
     journal = Journal(tree)
     assert journal.load() == {} and journal.steps() == {}
@@ -242,6 +242,6 @@ def test_apply_whose_uv_reports_a_full_disk_exits_4_with_one_sentence(dist: Path
     assert proc.returncode == 4, proc.stdout + proc.stderr
     sentence = one_sentence(proc.stderr)
     assert "the disk filled up during creating the venv" in sentence and "run apply again" in sentence
-    # The app step finished before the venv step failed; the half-made venv is not kept.
-    assert "it resumes where this one stopped" in sentence
-    assert not (to / ".venv").exists(), "a venv in an unknown state was left behind"
+    # The app step finished before the venv step failed; the half-built generation is not kept.
+    assert "nothing was left behind" in sentence
+    assert not os.path.lexists(to) and not (tmp_path / ".CosyVoice.cosy").exists(), "a half-built install was left"

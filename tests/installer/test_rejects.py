@@ -206,7 +206,7 @@ def test_refusal_on_an_installed_tree_keeps_it_intact(demo_dist: Path, tmp_path:
     assert "is corrupt" in one_sentence(proc.stderr)
     after = tree_snapshot(to)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    assert changed <= {".cosyinstall/state.json", ".cosyinstall/install.log"}, changed
+    assert changed <= {".cosygen/state.json", ".cosyinstall/install.log"}, changed
     assert run(pyz(up, "verify", "--to", str(to))).returncode == 0
 
 

@@ -50,12 +50,12 @@ def test_verify_on_nothing_installed(dist: Path, tmp_path: Path) -> None:
 def test_an_unfinished_step_is_reported(dist: Path, tmp_path: Path) -> None:
     to = tmp_path / "to"
     assert run(apply_argv(dist, to)).returncode == 0
-    (to / ".cosyinstall" / "models.pending.json").write_text('{"paths": []}')
+    (to / ".cosygen" / "models.pending.json").write_text('{"paths": []}')
     import json
 
-    state = json.loads((to / ".cosyinstall" / "state.json").read_text())
+    state = json.loads((to / ".cosygen" / "state.json").read_text())
     del state["steps"]["models"]
-    (to / ".cosyinstall" / "state.json").write_text(json.dumps(state))
+    (to / ".cosygen" / "state.json").write_text(json.dumps(state))
     proc = run(pyz(dist, "verify", "--to", str(to)))
     assert proc.returncode == 3 and "the models step of the last apply did not finish" in proc.stderr
     again = run(apply_argv(dist, to))
