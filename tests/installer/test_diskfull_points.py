@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Dict, List
 
-from support import apply_argv, one_sentence, pyz, run, tree_digest
+from support import apply_argv, one_sentence, pyz, run, tree_differences, tree_digest
 from test_diskfull import _tmpfs, apply_with_disk_left
 from test_incremental import _rebuild
 
@@ -56,12 +56,6 @@ def _differ(a: dict, b: dict) -> List[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def _differ_across_generations(a: dict, b: dict) -> List[str]:
-    # The model steps' wheels are installed from their path in one generation's folder: uv records
-    # that path in direct_url.json (and its hash in RECORD), so two generations differ there alone.
-    return [k for k in _differ(a, b) if not k.endswith((".dist-info/direct_url.json", ".dist-info/RECORD"))]
-
-
 def test_disk_filling_at_several_points_of_an_update(demo_dist: Path, tmp_path: Path) -> None:
     up = _update(demo_dist, tmp_path)
     with _tmpfs(tmp_path / "disk", "600m") as disk:
@@ -95,7 +89,7 @@ def test_disk_filling_at_several_points_of_an_update(demo_dist: Path, tmp_path: 
             again = run(apply_argv(up, to))
             assert again.returncode == 0, (label, again.stderr[-3000:])
             assert run(pyz(up, "verify", "--to", str(to))).returncode == 0, label
-            differ = _differ_across_generations(clean_update, tree_digest(to))
+            differ = tree_differences(clean_update, tree_digest(to))
             assert not differ, (label, differ[:10])
             leftovers = {"staging", "uv-cache", "work", "model-steps.tmp"} & set(os.listdir(to / ".cosyinstall"))
             assert not leftovers, (label, leftovers)

@@ -17,7 +17,7 @@ from typing import Callable, Dict, Tuple
 
 import pytest
 
-from support import apply_argv, pyz, run, tree_digest
+from support import STATE_AND_RECORDS, apply_argv, pyz, run, tree_differences, tree_digest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
 
@@ -31,7 +31,7 @@ def installed(demo_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Tupl
     to = tmp_path_factory.mktemp("repair") / "to"
     first = run(apply_argv(demo_dist, to))
     assert first.returncode == 0, first.stderr
-    return to, tree_digest(to)
+    return to, tree_digest(to, STATE_AND_RECORDS)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -56,8 +56,7 @@ def _repaired(dist: Path, to: Path, clean: dict, label: str) -> str:
     assert "Traceback" not in again.stderr, (label, again.stderr)
     verify = run(pyz(dist, "verify", "--to", str(to)))
     assert verify.returncode == 0, (label, verify.stderr)
-    now = tree_digest(to)
-    differ = sorted(k for k in clean.keys() | now.keys() if clean.get(k) != now.get(k))
+    differ = tree_differences(clean, tree_digest(to, STATE_AND_RECORDS))
     assert not differ, (label, differ[:10])
     settled = run(apply_argv(dist, to))
     assert settled.returncode == 0 and "nothing changed" in settled.stdout, (label, settled.stdout, settled.stderr)
