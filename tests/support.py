@@ -189,3 +189,16 @@ def patch_file(path: Path, old: bytes, new: bytes) -> None:
     data = path.read_bytes()
     assert old in data, old
     path.write_bytes(data.replace(old, new))
+
+
+def tree_differences(a: dict, b: dict) -> list[str]:
+    """Paths whose tree_digest entries differ between two installs that may be different generations.
+
+    uv records the path it installed a model's wheel from (direct_url.json, and its hash in
+    RECORD); that path is inside one generation's folder, so two generations differ there alone.
+    """
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)
+                  and not k.endswith(("/direct_url.json", ".dist-info/RECORD")))
+
+
+STATE_AND_RECORDS = (".cosyinstall", ".cosygen")

@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from cosyinstall.boundedjson import JsonRefused, loads_bounded
 from cosyinstall.errors import ArtifactRejected
+from cosyinstall.nameclash import check_no_clash
 from cosyinstall.names import check_member_name
 
 __all__ = [
@@ -394,9 +396,9 @@ class ArtifactManifest:
     @classmethod
     def from_bytes(cls, raw: bytes, where: str = MANIFEST_NAME) -> "ArtifactManifest":
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ArtifactRejected("%s is not valid JSON (%s)" % (where, exc)) from exc
+            data = loads_bounded(raw)
+        except JsonRefused as exc:
+            raise ArtifactRejected("%s is refused: %s" % (where, exc)) from None
         return cls.from_dict(data, where)
 
     def validate(self, where: str = MANIFEST_NAME) -> None:
@@ -417,11 +419,13 @@ class ArtifactManifest:
                 if path.lower() not in seen:
                     raise ArtifactRejected("%s.%s lists %s, which is not a member" % (where, DeltaBase.KEY, path))
         # The metadata is read here too, so a bad record stops the install before anything is written.
+        paths = [e.path for e in self.files]
         GpuRequirement.from_target(self.target, "%s.target" % where)
         if self.kind == "models":
-            ModelsMeta.from_manifest(self)
+            paths += [d.path for d in ModelsMeta.from_manifest(self).duplicates]
         else:
             PackagesMeta.from_manifest(self)
+        check_no_clash(paths, where)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"format": self.format, "kind": self.kind, "name": self.name, "target": self.target}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from cosyinstall.errors import ArtifactRejected
+from cosyinstall.nameclash import check_no_clash
 from cosyinstall.names import check_member_mode, check_member_name, fold, legacy_name
 from cosyinstall.tree import MODELS_NAME
 from cosyinstall.zipraw import check_readable
@@ -158,6 +159,7 @@ class HandmadeReader(ZipReader):
             members.append(Member(name, info, info.file_size, info.CRC, bool(mode & 0o111)))
         if not members:
             raise ArtifactRejected("%s holds no files" % self.path)
+        check_no_clash((m.name for m in members), self.path)
         return sorted(members, key=lambda m: m.name)
 
     def listing_digest(self, step: str) -> str:

@@ -31,6 +31,7 @@ from cosyinstall.probe import PythonFound
 from cosyinstall.progress import Reporter
 from cosyinstall.python_choice import BundledPython
 from cosyinstall.safepath import hash_below, lstat_below
+from cosyinstall.step_outputs import missing_output
 from cosyinstall.tree import InstallTree
 from cosyinstall.venv import Uv, installed_dists, venv_version
 from cosyinstall.onepass import default_jobs
@@ -86,17 +87,9 @@ def todo(bundle: Bundle, state: Journal) -> List[Tuple[str, str]]:
         steps.append(("venv", bundle.packages.digest("venv")))
     if bundle.models is not None:
         steps.append(("models", bundle.models.digest("models")))
+    # A step recorded as done whose output has gone (a deleted .venv) is redone too.
     return [(step, digest) for step, digest in steps
-            if state.step_done(step) != digest or _output_missing(state.tree, step)]
-
-
-def _output_missing(tree: InstallTree, step: str) -> bool:
-    """A step recorded done whose output is gone (a deleted .venv): redo it."""
-    if step == "venv":
-        return not os.path.lexists(tree.venv_python) or not os.path.isfile(tree.venv_cfg)
-    if step == "models":
-        return not os.path.isdir(tree.models)
-    return False
+            if state.step_done(step) != digest or missing_output(state.tree, step) is not None]
 
 
 def install(run: Run, ran: List[str]) -> None:
@@ -229,7 +222,9 @@ def _stage_files(run: Run, step: str, source: Any, items: List[Item], installed:
     pending = run.state.pending(step)
     size, digest = _on_disk(root)
     old_paths = [i.rel for i in installed] + (pending or [])
-    plan = plan_files(items, installed_map(installed), size, digest, pending is not None, old_paths)
+    # Not recorded at all (a first install, or a damaged journal): the files on disk are unknown, so hashed.
+    unknown = pending is not None or run.state.step_done(step) is None
+    plan = plan_files(items, installed_map(installed), size, digest, unknown, old_paths)
     staging = run.tree.staging(step)
     rmtree(staging)
     written = _stage(run, step, source, plan.write, staging, durable=True)

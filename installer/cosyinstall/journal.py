@@ -14,8 +14,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
+from cosyinstall.boundedjson import JsonRefused, loads_bounded, read_bounded
 from cosyinstall.errors import EnvironmentUnsuitable
 from cosyinstall.safepath import fsync_dir, open_nofollow_write
 from cosyinstall.tree import InstallTree
@@ -26,7 +28,9 @@ __all__ = ["Journal", "ApplyLock", "write_atomic", "read_small", "read_json_obje
 def write_atomic(path: str, payload: bytes) -> None:
     """Write atomically: a reader sees the old or the new content, never a mix."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    _clear_folder(path)
     tmp = path + ".tmp"
+    _clear_folder(tmp)
     try:
         # A link planted at the temporary name is replaced, never written through.
         with os.fdopen(open_nofollow_write(tmp), "wb") as handle:
@@ -43,11 +47,15 @@ def write_atomic(path: str, payload: bytes) -> None:
 
 
 def read_small(path: str) -> Optional[bytes]:
-    """A small state file's bytes, or None when it does not exist."""
+    """A small state file's bytes, or None when it does not exist or is not a plausible state file.
+
+    A folder, or a file larger than any state file we write, at that path is damage: the
+    callers treat None as "unknown, redo", which is safe.
+    """
     try:
         with open(path, "rb") as handle:
-            return handle.read()
-    except (FileNotFoundError, NotADirectoryError):
+            return read_bounded(handle)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, JsonRefused):
         return None
 
 
@@ -57,10 +65,16 @@ def read_json_object(path: str) -> Optional[Dict[str, Any]]:
     if raw is None:
         return None
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        data = loads_bounded(raw)
+    except JsonRefused:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _clear_folder(path: str) -> None:
+    """A folder where a state file belongs (damage) would make the rename onto it fail: remove it."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
 
 
 def json_bytes(data: Any) -> bytes:
@@ -68,6 +82,8 @@ def json_bytes(data: Any) -> bytes:
 
 
 def remove_file(path: str) -> None:
+    """Remove a state file; a folder at its path (damage) goes too."""
+    _clear_folder(path)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -85,14 +101,19 @@ class Journal:
 
     def load(self) -> Dict[str, Any]:
         # A torn write cannot happen (we rename), so a damaged file is damage: start over safely.
-        return read_json_object(self.tree.journal) or {}
+        # Parts of the wrong type are damage too: dropped, so the steps they named are redone.
+        data = read_json_object(self.tree.journal) or {}
+        for key, kind in (("steps", str), ("uploads", dict)):
+            if key in data:
+                part = data[key]
+                data[key] = {k: v for k, v in part.items() if isinstance(v, kind)} if isinstance(part, dict) else {}
+        return data
 
     def save(self, data: Dict[str, Any]) -> None:
         write_atomic(self.tree.journal, json_bytes(data))
 
     def steps(self) -> Dict[str, str]:
-        steps = self.load().get("steps", {})
-        return steps if isinstance(steps, dict) else {}
+        return self.load().get("steps", {})
 
     def step_done(self, step: str) -> Optional[str]:
         return self.steps().get(step)
@@ -117,10 +138,11 @@ class Journal:
         if raw is None:
             return None
         try:
-            paths = json.loads(raw.decode("utf-8")).get("paths", [])
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            paths = []
-        return [p for p in paths if isinstance(p, str)]
+            data = loads_bounded(raw)
+        except JsonRefused:
+            data = None
+        paths = data.get("paths") if isinstance(data, dict) else None
+        return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
 
     def begin(self, step: str, paths: Iterable[str]) -> None:
         """Record that `step` starts and may touch `paths` (added to any earlier attempt's)."""
@@ -170,6 +192,7 @@ class ApplyLock:
         while True:
             os.makedirs(self.tree.state, exist_ok=True)
             path = self.tree.lock
+            _clear_folder(path)  # a folder there is damage; the lock file itself holds nothing
             handle = open(path, "a+")
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

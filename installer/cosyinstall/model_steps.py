@@ -47,7 +47,7 @@ def apply_model_steps(tree: InstallTree, models_manifest: ArtifactManifest, uv: 
     root = tree.models
     meta = models_manifest.models_meta()
     known = meta.known(models_manifest)
-    record = read_json_object(tree.model_steps_record) or {}
+    record = _read_record(tree.model_steps_record)
     # New files are written here, then renamed into place: a killed run leaves its halves
     # here (removed now and at the end), never inside the model directories. A rename only
     # works within one filesystem, so a pretrained_models/ on another disk gets its own.
@@ -88,6 +88,18 @@ def apply_model_steps(tree: InstallTree, models_manifest: ArtifactManifest, uv: 
 
 
 # -- files ------------------------------------------------------------------------------
+
+def _read_record(path: str) -> Dict[str, Any]:
+    """The last run's record; parts of the wrong shape are damage, read as "not made" (so redone)."""
+    record = read_json_object(path) or {}
+    out: Dict[str, Any] = {}
+    for key in ("made", "archives"):
+        part = record.get(key)
+        out[key] = {k: v for k, v in part.items() if isinstance(v, dict)} if isinstance(part, dict) else {}
+    if record.get("wheels-pending"):
+        out["wheels-pending"] = True
+    return out
+
 
 def _write(target: str, tmp: str, write: Callable[[Any], Any], executable: bool) -> None:
     """write_atomically, with a directory in the way or an uncreatable parent named."""

@@ -45,7 +45,11 @@ _SHOW_LINES = 5
 
 
 def load_record(tree: InstallTree) -> Dict[str, Any]:
-    return read_json_object(tree.prepare_record) or {}
+    try:
+        data = read_json_object(tree.prepare_record)  # bounded: a damaged record is no record
+    except OSError:
+        return {}
+    return data or {}
 
 
 def save_record(tree: InstallTree, record: Dict[str, Any]) -> None:

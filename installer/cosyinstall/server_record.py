@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from cosyinstall.journal import read_json_object
 from cosyinstall.procs import environ_value, is_live, proc_stat, session_processes
 from cosyinstall.tree import InstallTree
 
@@ -20,11 +21,10 @@ __all__ = ["read_record", "write_record", "remove_record", "is_ours", "leftover_
 def read_record(tree: InstallTree) -> Optional[Dict[str, Any]]:
     """The pid record's content, or None when there is none or it is unreadable."""
     try:
-        with open(tree.server_pid, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        data = read_json_object(tree.server_pid)  # bounded: a damaged record is no record
+    except OSError:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or data["pid"] <= 1:
+    if data is None or not isinstance(data.get("pid"), int) or data["pid"] <= 1:
         return None
     return data
 

@@ -14,6 +14,7 @@ import zlib
 from typing import IO, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from cosyinstall.artifact import MANIFEST_NAME, ArtifactManifest, FileEntry
+from cosyinstall.boundedjson import MAX_BYTES
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.names import check_member_mode, check_member_name, check_raw_name, fold
 from cosyinstall.streams import copy_verified
@@ -22,7 +23,7 @@ from cosyinstall.zipraw import DEFLATE64, check_readable, open_member
 
 __all__ = ["ArtifactReader", "MANIFEST_LIMIT", "ZIP_ERRORS", "ZipReader", "checked", "has_manifest", "member_time", "open_zip"]
 
-MANIFEST_LIMIT = 256 * 1024 * 1024
+MANIFEST_LIMIT = MAX_BYTES
 # What zipfile raises on damaged data inside a member (bad CRC, broken deflate stream).
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
@@ -155,7 +156,8 @@ class ArtifactReader(ZipReader):
                 "build it with cosybuild pack",
             ) from None
         if info.file_size > MANIFEST_LIMIT:
-            raise ArtifactRejected("%s in %s is implausibly large" % (MANIFEST_NAME, self.path))
+            raise ArtifactRejected("%s in %s is %d bytes, more than the %d bytes any real manifest needs"
+                                   % (MANIFEST_NAME, self.path, info.file_size, MANIFEST_LIMIT))
         try:
             check_readable(info, self.path)
             src = open_member(self.zip, info, self.path)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import AbstractSet, Any, Dict, Iterable, List, Optional
 
 from cosyinstall.artifact import DELTA_FORMAT, FORMAT, MANIFEST_NAME, ArtifactManifest, DeltaBase, FileEntry
+from cosyinstall.boundedjson import JsonRefused, loads_bounded
+from cosyinstall.errors import ArtifactRejected
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.streams import copy_verified
 
@@ -85,7 +87,13 @@ def write_artifact(
     reporter = reporter or NullReporter()
     ordered: List[Member] = sorted(members, key=lambda m: m.arcname)
     # Validate names before any byte is written; hashes are filled in while copying.
-    ArtifactManifest(kind, name, dict(target), tuple(FileEntry(m.arcname, m.size, "0" * 64) for m in ordered)).validate(out_path)
+    placeholders = tuple(FileEntry(m.arcname, m.size, "0" * 64) for m in ordered)
+    ArtifactManifest(kind, name, dict(target), placeholders).validate(out_path)
+    # The box reads MANIFEST.json within bounds (size, values, depth): refuse here what it would refuse there.
+    try:
+        loads_bounded(ArtifactManifest(kind, name, dict(target), placeholders, dict(meta or {})).to_bytes())
+    except JsonRefused as exc:
+        raise ArtifactRejected("the MANIFEST.json of %s would be refused by cosyinstall: %s" % (out_path, exc)) from None
     entries: List[FileEntry] = []
     on_box: List[str] = []
     directory = os.path.dirname(os.path.abspath(out_path))

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -65,30 +65,39 @@ def _fill(root: Path, leave: int) -> Path:
     return filler
 
 
+def apply_with_disk_left(dist: Path, to: Path, leave: int, disk: Path) -> Tuple[subprocess.CompletedProcess, Path]:
+    """`apply --wait` of dist into to, `disk` filled to `leave` free bytes once preflight has passed.
+
+    (the finished apply, the ballast file to delete to give the space back)
+    """
+    lock = Path(InstallTree(str(to)).lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = open(lock, "a+")
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+    proc = subprocess.Popen(apply_argv(dist, to, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        said = b""
+        for line in proc.stderr:
+            said += line
+            if b"waiting for it to finish" in line:
+                break
+        assert b"waiting for it to finish" in said, said.decode()
+        # Preflight has passed; now the disk fills (another program, in real life).
+        filler = _fill(disk, leave)
+    finally:
+        holder.close()
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), said.decode() + err.decode()), filler
+
+
 def test_disk_filling_up_during_extraction_ends_in_one_sentence_and_no_partial_state(dist: Path, tmp_path: Path) -> None:
     with _tmpfs(tmp_path / "disk", "600m") as disk:
         # --to inside the disk: <to> becomes the link that switches generations, beside its home.
         to = disk / "CosyVoice"
-        lock = Path(InstallTree(str(to)).lock)
-        lock.parent.mkdir(parents=True)
-        holder = open(lock, "a+")
-        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
-        proc = subprocess.Popen(apply_argv(dist, to, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            assert proc.stderr is not None
-            said = b""
-            for line in proc.stderr:
-                said += line
-                if b"waiting for it to finish" in line:
-                    break
-            assert b"waiting for it to finish" in said, said.decode()
-            # Preflight has passed; now the disk fills (another program, in real life).
-            filler = _fill(disk, leave=4 << 20)
-        finally:
-            holder.close()
-        out, err = proc.communicate(timeout=300)
-        stderr = said.decode() + err.decode()
-        assert proc.returncode == 4, out.decode() + stderr
+        done, filler = apply_with_disk_left(dist, to, leave=4 << 20, disk=disk)
+        stderr = done.stderr
+        assert done.returncode == 4, done.stdout + stderr
         sentence = one_sentence(stderr)
         assert "the disk filled up while writing" in sentence
         assert "free some space and run apply again; nothing was left behind" in sentence
