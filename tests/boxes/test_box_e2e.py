@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cosyinstall.tree import InstallTree
 from boximages import cache_root
 from pythonstandin import make_standin, pack_bundled_demo
 from support import free_port, one_sentence, tree_snapshot
@@ -97,7 +98,7 @@ def test_b_bundled_cpython_on_bookworm_serves_and_verifies(bookworm: Path, bundl
     # server finds through LD_LIBRARY_PATH.
     cfg = (up / "CosyVoice" / ".venv" / "pyvenv.cfg").read_text()
     home = [line.split("=", 1)[1].strip() for line in cfg.splitlines() if line.startswith("home")][0]
-    assert home.startswith(TO + "/.cosyinstall/python/3.10.") and home.endswith("/bin"), cfg
+    assert home.startswith(InstallTree(TO).bundled_python + "/3.10.") and home.endswith("/bin"), cfg
     base = box.run([TO + "/.venv/bin/python", "-c", "import sys; print(sys.base_prefix, sys.version_info[:2])"])
     assert base.stdout.split()[0] == home[: -len("/bin")], base.stdout + base.stderr
     pid = info["pid"]

@@ -13,6 +13,7 @@ import pytest
 from cosybuild.appsource import export_app, pin_app
 from cosybuild.profile import load_profile
 from cosybuild.dirwalk import walk_tree
+from cosyinstall.tree import RESERVED_TOP
 from support import cosybuild, find_python, offline, one_sentence, pyz, run
 
 GIT_ID = ("-c", "user.name=cosy test", "-c", "user.email=cosy@example.invalid", "-c", "protocol.file.allow=always",
@@ -183,7 +184,7 @@ def test_packed_and_installed_app_tree_is_exactly_the_pinned_commit(repos: Repos
     for dirpath, dirnames, filenames in os.walk(to):
         rel_dir = os.path.relpath(dirpath, to)
         if rel_dir == ".":
-            dirnames[:] = [d for d in dirnames if d not in (".venv", ".cosyinstall", "pretrained_models")]
+            dirnames[:] = [d for d in dirnames if d not in RESERVED_TOP]
         for name in filenames:
             full = Path(dirpath) / name
             rel = full.relative_to(to).as_posix()

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from sshbox import SshBox, start_sshd, stop_sshd
-from support import REPO, apply_argv, cosybuild, one_sentence, run, tree_digest
+from cosyinstall.tree import InstallTree
+from support import REPO, STATE_AND_RECORDS, apply_argv, cosybuild, one_sentence, run, tree_differences, tree_digest
 
 MANIFEST = """
 name = "deltademo"
@@ -119,6 +120,12 @@ def test_verify_checks_a_delta_against_its_base(versions: dict[str, Path]) -> No
     assert "is a delta of another" in one_sentence(wrong.stderr)
 
 
+def _uninstall(to: Path) -> None:
+    """Remove an install: the link <to> and its generations and state beside it."""
+    os.unlink(to)
+    shutil.rmtree(InstallTree(str(to)).home)
+
+
 def _apply(dist: Path, to: Path, *extra: str) -> subprocess.CompletedProcess:
     proc = run(apply_argv(dist, to, *extra))
     return proc
@@ -132,26 +139,25 @@ def box(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_delta_uploaded_and_applied_equals_a_full_apply(versions: dict[str, Path], box: SshBox, tmp_path: Path) -> None:
-    to, saved = tmp_path / "CosyVoice", tmp_path / "saved"
+    to = tmp_path / "CosyVoice"
     first = _apply(versions["v1"], to)
     assert first.returncode == 0, first.stderr
-    shutil.copytree(to, saved, symlinks=True)
 
     full = _apply(versions["v2"], to)
     assert full.returncode == 0, full.stderr
-    expected = tree_digest(to)
+    expected = tree_digest(to, STATE_AND_RECORDS)
 
-    # Back to version 1 at the same path (the venv's scripts name it), then the delta instead.
-    shutil.rmtree(to)
-    os.replace(saved, to)
+    # Back to version 1 (its generation is kept), then the delta instead of the full bundle.
+    back = run([sys.executable, str(versions["v1"] / "cosyinstall.pyz"), "rollback", "--to", str(to)])
+    assert back.returncode == 0, back.stdout + back.stderr
     folder = tmp_path / "autodl-tmp"
     sent = cosybuild("upload", str(versions["d2"]), box.url(folder), *box.args())
     assert sent.returncode == 0, sent.stderr
     delta = _apply(folder, to)
     assert delta.returncode == 0, delta.stderr
     assert "unchanged members found on the box" in delta.stdout + delta.stderr
-    assert tree_digest(to) == expected
-    recorded = json.loads((to / ".cosyinstall" / "packages.MANIFEST.json").read_text())
+    assert tree_differences(tree_digest(to, STATE_AND_RECORDS), expected) == []
+    recorded = json.loads(Path(InstallTree(str(to)).manifest_copy("packages")).read_text())
     assert recorded["format"] == "cosy-offline/1" and "delta" not in recorded
     # verify re-hashes the installed tree: clean.
     check = run([sys.executable, str(folder / "cosyinstall.pyz"), "verify", "--to", str(to)])
@@ -176,8 +182,8 @@ def test_delta_takes_what_the_tree_lacks_from_the_base_bundle_in_from(versions: 
     to = tmp_path / "CosyVoice"
     proc = _apply(folder, to)
     assert proc.returncode == 0, proc.stderr
-    got = tree_digest(to)
-    shutil.rmtree(to)
+    got = tree_digest(to, STATE_AND_RECORDS)
+    _uninstall(to)
     full = _apply(versions["v2"], to)
     assert full.returncode == 0, full.stderr
-    assert got == tree_digest(to)
+    assert tree_differences(got, tree_digest(to, STATE_AND_RECORDS)) == []

@@ -136,9 +136,11 @@ def test_power_cut_ordering_file_fsync_rename_dir_fsync_then_done(dist: Path, tm
     proc = run(argv)
     assert proc.returncode == 0, proc.stderr
     events = _events(trace.read_text())
-    journal = str(to / ".cosyinstall" / "state.json")
-    committed = [p for p in to.rglob("*") if p.is_file() and not p.is_symlink()
-                 and not str(p.relative_to(to)).startswith((".venv", ".cosyinstall"))]
+    # The files are committed into the new generation's real folder, <to> then switched to it.
+    root = to.resolve()
+    journal = str(root / ".cosygen" / "state.json")
+    committed = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+                 and not str(p.relative_to(root)).startswith((".venv", ".cosyinstall", ".cosygen"))]
     # Files the model steps make in place (unpacked resource.zip) are not renamed from staging.
     renamed_to = {e[1][1]: i for i, e in enumerate(events) if e[0] == "rename" and len(e[1]) == 2}
     checked = 0
@@ -159,3 +161,8 @@ def test_power_cut_ordering_file_fsync_rename_dir_fsync_then_done(dist: Path, tm
         checked += 1
     # server.py, README.md, the speaker file, config.json and voice.bin at least.
     assert checked >= 5, (checked, [str(p) for p in committed])
+    # The switch comes last: the link renamed over <to> after the journal's last write, then made durable.
+    switch = [i for i, e in enumerate(events) if e[0] == "rename" and e[1][1:] == [str(to)]]
+    last_done = max(i for i, e in enumerate(events) if e[0] == "rename" and e[1][1:] == [journal])
+    assert switch and switch[-1] > last_done, "the generation was switched before its journal was written"
+    assert ("fsync", [str(to.parent)]) in events[switch[-1]:], "the switch was not made durable"
