@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from cosyinstall.errors import EnvironmentUnsuitable
@@ -315,6 +316,17 @@ def discard(tree: InstallTree, gen_id: str) -> None:
     if gens.pop(gen_id, None) is not None:
         _save(tree, gens)
     _empty_trash(tree)
+
+
+def set_aside(tree: InstallTree, path: str) -> None:
+    """Move `path` into the trash by one rename; the next apply's recover() deletes it.
+
+    For scratch too large to delete on the way out (uv's cache of the unpacked wheels: tens of
+    thousands of files, seconds of unlinking); its data is shared with the venv by hard links.
+    """
+    if os.path.lexists(path):
+        os.makedirs(tree.trash, exist_ok=True)
+        os.rename(path, os.path.join(tree.trash, "%s.%d.%d" % (os.path.basename(path), os.getpid(), time.time_ns())))
 
 
 def _empty_trash(tree: InstallTree) -> None:

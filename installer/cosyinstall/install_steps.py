@@ -38,6 +38,7 @@ from cosyinstall.onepass import default_jobs
 from cosyinstall.upload_pass import UploadPasses
 from cosyinstall.zipread import open_zip
 from cosyinstall.venv_check import mismatched
+from cosyinstall.generations import set_aside
 
 __all__ = ["Run", "todo", "install", "after_failure", "uv_row"]
 
@@ -374,7 +375,8 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     })
     if source.manifest is not None:
         inst.write_manifest(tree, "packages", source.manifest)
-    rmtree(tree.uv_cache)
+    # uv's cache (the unpacked wheels, hard links of the venv's files) goes by one rename.
+    set_aside(tree, tree.uv_cache)
     # uv does not fsync: its files must be on disk before the journal says the venv is done.
     if hasattr(os, "sync"):
         os.sync()
@@ -416,7 +418,7 @@ def _run_model_steps(run: Run, manifest: ArtifactManifest) -> None:
         uv = shutil.which("uv") or uv
     apply_model_steps(tree, manifest, run.uv(uv), run.reporter)
     _lock_mode(tree)
-    rmtree(tree.uv_cache)
+    set_aside(tree, tree.uv_cache)
 
 
 def _rerun_model_steps(run: Run) -> None:
