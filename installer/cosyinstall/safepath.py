@@ -10,10 +10,11 @@ Directory fsyncs (power-cut ordering) live here too.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from typing import Iterable, Optional, Tuple
+
+from cosyinstall.streams import hash_stream
 
 __all__ = ["make_dirs", "link_below", "lstat_below", "hash_below", "chmod_below", "fsync_dir", "fsync_dirs",
            "open_nofollow_write"]
@@ -91,7 +92,7 @@ def lstat_below(root: str, rel: str) -> Optional[os.stat_result]:
         os.close(fd)
 
 
-def hash_below(root: str, rel: str, chunk: int = 1024 * 1024) -> Optional[Tuple[int, str]]:
+def hash_below(root: str, rel: str) -> Optional[Tuple[int, str]]:
     """(size, sha256) of the regular file root/rel, never through a link; None otherwise."""
     try:
         parent, name = _open_parent(root, rel)
@@ -106,15 +107,7 @@ def hash_below(root: str, rel: str, chunk: int = 1024 * 1024) -> Optional[Tuple[
     with os.fdopen(fd, "rb", buffering=0) as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        hasher = hashlib.sha256()
-        size = 0
-        while True:
-            data = handle.read(chunk)
-            if not data:
-                break
-            size += len(data)
-            hasher.update(data)
-        return size, hasher.hexdigest()
+        return hash_stream(handle)
 
 
 def chmod_below(root: str, rel: str, mode: int) -> None:
