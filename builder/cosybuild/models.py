@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cosyinstall.artifact import Duplicate, ModelRecord, ModelSteps
+from cosyinstall.zipread import open_zip
 from cosyinstall.errors import ArtifactRejected, CosyError, UsageError
 from cosyinstall.names import check_member_name
 from cosyinstall.progress import Reporter
@@ -69,10 +70,19 @@ def pin_models(profile: Profile) -> list[dict]:
     return pins
 
 
-def _describe(pin: dict, steps: dict[str, list[str]]) -> dict:
+def _describe(pin: dict, steps: dict[str, list[str]], unpacked: dict[str, int]) -> dict:
     rest = {k: v for k, v in pin.items() if k not in ("files", "name", "steps")}
-    typed = ModelSteps(tuple(steps.get("unzip", [])), tuple(steps.get("install-wheels", [])))
+    typed = ModelSteps(tuple(steps.get("unzip", [])), tuple(steps.get("install-wheels", [])), unpacked)
     return ModelRecord(str(pin.get("name")), typed, rest).to_json()
+
+
+def _unpacked_sizes(archives: list[str], paths: dict[str, Path]) -> dict[str, int]:
+    """Bytes each unzip archive unpacks to, from its central directory (checked as the box will)."""
+    sizes = {}
+    for name in archives:
+        with open_zip(str(paths[name])) as archive:
+            sizes[name] = sum(info.file_size for info in archive.infolist())
+    return sizes
 
 
 def _dedupe(members: list[Member]) -> tuple[list[Member], list[dict]]:
@@ -115,7 +125,8 @@ def model_members(profile: Profile, lock: Lock, cache: Cache, work: Path, report
         hashes = {f.get("path"): f.get("sha256") for f in pin.get("files", [])}
         for rel, path, executable in files:
             members.append(Member("%s/%s" % (model.name, rel), str(path), path.stat().st_size, hashes.get(rel), executable))
-        described.append(_describe(pin, steps))
+        unpacked = _unpacked_sizes(steps.get("unzip", []), {rel: path for rel, path, _x in files})
+        described.append(_describe(pin, steps, unpacked))
     members, duplicates = _dedupe(members)
     meta: dict = {"models": described}
     if duplicates:

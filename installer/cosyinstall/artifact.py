@@ -574,12 +574,18 @@ class AppRecord:
 
 @dataclass(frozen=True)
 class ModelSteps:
-    """What the installer does with a model's files after laying them out (paths relative to the model)."""
+    """What the installer does with a model's files after laying them out (paths relative to the model).
+
+    `unpacked` gives, per archive of `unzip`, the bytes it unpacks to (read by cosybuild from the
+    archive's central directory), so preflight can count the disk the step needs.
+    """
 
     unzip: Tuple[str, ...] = ()
     install_wheels: Tuple[str, ...] = ()
+    unpacked: Dict[str, int] = field(default_factory=dict)
 
     KEYS = ("unzip", "install-wheels")
+    UNPACKED_KEY = "unpacked-bytes"
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "ModelSteps":
@@ -592,7 +598,12 @@ class ModelSteps:
             for item in value:
                 check_member_name(item, "%s.%s" % (where, key))
             found[key] = tuple(value)
-        return cls(found["unzip"], found["install-wheels"])
+        unpacked = _object(data.get(cls.UNPACKED_KEY, {}), "%s.%s" % (where, cls.UNPACKED_KEY))
+        for name, size in unpacked.items():
+            if name not in found["unzip"] or isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ArtifactRejected("%s.%s must give a size in bytes for each unzip archive"
+                                       % (where, cls.UNPACKED_KEY))
+        return cls(found["unzip"], found["install-wheels"], dict(unpacked))
 
     def to_json(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -600,6 +611,8 @@ class ModelSteps:
             out["unzip"] = list(self.unzip)
         if self.install_wheels:
             out["install-wheels"] = list(self.install_wheels)
+        if self.unpacked:
+            out[self.UNPACKED_KEY] = dict(sorted(self.unpacked.items()))
         return out
 
     def __bool__(self) -> bool:

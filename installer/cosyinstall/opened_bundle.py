@@ -158,7 +158,16 @@ class ModelsSource(_Source):
         return dict(self.manifest.target) if self.manifest is not None else {}
 
     def need_bytes(self) -> int:
-        return sum(i.size for i in self._items)
+        """The models' files, and what their steps write: unpacked archives, wheels unpacked in the venv."""
+        total = sum(i.size for i in self._items)
+        if self.manifest is None:
+            return total
+        sizes = {i.rel: i.size for i in self._items}
+        for model in self.manifest.models_meta().models:
+            total += sum(model.steps.unpacked.values())
+            # A wheel installed into the venv takes about twice its size there.
+            total += 2 * sum(sizes.get("%s/%s" % (model.name, w), 0) for w in model.steps.install_wheels)
+        return total
 
     def record(self, entries: List[FileEntry]) -> ArtifactManifest:
         """The manifest to record as installed; for a hand-made zip, made from what was extracted."""
