@@ -125,6 +125,22 @@ def test_good_bundles_install_and_a_downgrade_is_refused(signed: dict, tmp_path:
     assert json.loads(Path(InstallTree(str(to)).installed_builds).read_text())["demo"]["sequence"] == 2
 
 
+def test_rollback_to_a_kept_generation_is_not_a_downgrade(signed: dict, tmp_path: Path) -> None:
+    to = tmp_path / "CosyVoice"
+    _trust(signed["a"], to, signed["keys"]["ed"])
+    _trust(signed["a"], to, signed["keys"]["rsa"])
+    builds = Path(InstallTree(str(to)).installed_builds)
+    assert _apply(signed["a"], to, "builtin").returncode == 0            # build 2: generation 1
+    assert _apply(signed["b"], to, "builtin").returncode == 0            # build 3: generation 2
+    assert json.loads(builds.read_text())["demo"]["sequence"] == 3
+    back = run(pyz(signed["a"], "rollback", "--to", str(to)))
+    assert back.returncode == 0, back.stdout + back.stderr
+    # The kept generation's own build is the installed one again: build 2 is no downgrade now.
+    assert json.loads(builds.read_text())["demo"]["sequence"] == 2
+    again = _apply(signed["a"], to, "builtin")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
 def _unsigned(up: Path, signed: dict) -> str:
     (up / "SHA256SUMS.sig").unlink()
     return "SHA256SUMS.sig is missing: this box trusts only signed bundles"
