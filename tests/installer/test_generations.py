@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Dict
 
-from support import apply_argv, free_port, offline, one_sentence, pyz, run, tree_digest
+from support import STATE_AND_RECORDS, apply_argv, free_port, offline, one_sentence, pyz, run, tree_differences, tree_digest
 from test_incremental import _rebuild
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
@@ -179,4 +179,36 @@ def test_a_rebuilt_wheel_of_the_same_version_is_really_installed(dist: Path, tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     site = next((to / ".venv" / "lib").glob("python3*/site-packages"))
     assert (site / "six.py").read_text().endswith(marker), "uv kept the old six.py of the same version"
+    assert run(pyz(dist, "verify", "--to", str(to))).returncode == 0
+
+
+def test_a_rollback_killed_at_each_rename_leaves_one_complete_generation(dist: Path, tmp_path: Path) -> None:
+    """SIGKILL delivered as `rollback` enters its 1st, 2nd, ... rename (strace's fault injection)."""
+    to = tmp_path / "CosyVoice"
+    assert run(apply_argv(dist, to)).returncode == 0
+    v1 = tree_digest(to, STATE_AND_RECORDS)
+    _one_model_file(dist, tmp_path / "v2")
+    assert run(apply_argv(dist, to)).returncode == 0
+    v2 = tree_digest(to, STATE_AND_RECORDS)
+    killed = 0
+    for when in range(1, 10):
+        inject = "inject=rename,renameat,renameat2:signal=KILL:when=%d" % when
+        proc = run(["strace", "-f", "-qq", "-o", os.devnull, "-e", inject] + pyz(dist, "rollback", "--to", str(to)))
+        now = tree_digest(to, STATE_AND_RECORDS)
+        # Whatever the moment: <to> is one complete generation, the old or the new, and verifies.
+        assert tree_differences(now, v1) == [] or tree_differences(now, v2) == [], when
+        check = run(pyz(dist, "verify", "--to", str(to)))
+        assert check.returncode == 0, (when, check.stdout + check.stderr)
+        if proc.returncode == 0:
+            break  # fewer renames than `when`: the rollback ran to its end
+        assert proc.returncode in (-9, 137), (when, proc.returncode, proc.stderr)
+        killed += 1
+        # Back to an install whose current generation is the update, for the next moment.
+        if tree_differences(now, v2) != []:
+            assert run(apply_argv(dist, to)).returncode == 0
+    print("rollback killed at %d renames" % killed)
+    assert killed >= 2, "a rollback renames at least twice (its record, the link)"
+    # And a plain rollback afterwards still works or says there is nothing to go back to.
+    last = run(pyz(dist, "rollback", "--to", str(to)))
+    assert last.returncode in (0, 4), last.stderr
     assert run(pyz(dist, "verify", "--to", str(to))).returncode == 0
