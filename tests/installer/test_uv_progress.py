@@ -49,7 +49,7 @@ def test_apply_shows_package_progress_and_hides_uv_command_lines(dist: Path, tmp
 def test_verbose_shows_the_command_lines(dist: Path, tmp_path: Path) -> None:
     proc = _apply(dist, tmp_path / "to", "--verbose")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "pip install --python" in proc.stderr and "venv --quiet --python" in proc.stderr
+    assert "pip install --python" in proc.stderr and "venv --quiet --relocatable --python" in proc.stderr
 
 
 def test_quiet_prints_nothing_on_success_even_with_warnings(dist: Path, tmp_path: Path) -> None:
