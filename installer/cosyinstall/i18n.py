@@ -23,7 +23,8 @@ __all__ = ["wants_chinese", "Translator", "TranslatingStream", "install", "trans
 # A printf placeholder as the messages use them: %s %d %r %o %.1f %-8s %3.0f, and %(name)s in help.
 SPEC = re.compile(r"%(?:\([a-z_]+\))?[-#0 +]*\d*(?:\.\d+)?[sdrfoxg]")
 _CONTROL = re.compile(r"^[\r\x1b\[K]*")
-_ROW = re.compile(r"^(ok|FAIL|warn)(\s+)(\S+)(\s+)(.*)$")
+# A check name may hold single spaces ("gpu need"); the table puts two or more after it.
+_ROW = re.compile(r"^(ok|FAIL|warn)(\s+)(\S+(?: \S+)*)(\s{2,})(.*)$")
 _LABELLED = re.compile(r"^([a-z]+)(\s{2,})(.*)$")
 # Templates that frame a whole sentence ("cosyinstall: error: %s"): their placeholder may hold "; ".
 _FRAMES = ("cosyinstall: ", "cosybuild: ", "WARNING: ")
@@ -76,13 +77,17 @@ class Translator:
         self.exact: Dict[str, str] = {}
         for catalogue in catalogues:
             self.exact.update(catalogue)
-        patterned = [(t, c) for t, c in self.exact.items() if SPEC.search(t)]
+        # A template of placeholders, spaces and "; " alone ("%s %s", "%s; %s") would split any sentence
+        # at a space or pair any two parts, translating words that happen to be entries ("server" -> 服务)
+        # or hiding a part's own entry: it is an exact entry only; _pieces splits at "; " itself.
+        patterned = [(t, c) for t, c in self.exact.items() if SPEC.search(t) and SPEC.sub("", t).strip(" ;")]
         # The most specific template (most literal text) wins over looser ones such as "%s: %s".
         patterned.sort(key=lambda tc: -len(SPEC.sub("", tc[0])))
         self.patterns: List[Tuple[Pattern[str], str, bool]] = [(_pattern(t), c, t.startswith(_FRAMES)) for t, c in patterned]
 
-    def text(self, english: str, depth: int = 0) -> str:
-        if not english or depth > 4:
+    def text(self, english: str, depth: int = 0, split: bool = True) -> str:
+        """`split`: may fall back to translating the sentence's parts (off for a run of parts, see _pieces)."""
+        if not english or depth > 8:
             return english
         found = self.exact.get(english)
         if found is not None:
@@ -94,7 +99,7 @@ class Translator:
                 done = _fill(chinese, [self.text(g, depth + 1) for g in match.groups()])
                 if done != english:
                     return done
-        return self._pieces(english, depth)
+        return self._pieces(english, depth) if split else english
 
     def _pieces(self, english: str, depth: int) -> str:
         """A sentence ("message; hint.") whose whole form has no entry: its parts may have."""
@@ -111,7 +116,9 @@ class Translator:
             while i < len(parts):
                 for j in range(len(parts), i, -1):
                     chunk = "; ".join(parts[i:j])
-                    done = self.text(chunk, depth + 1) if j - i < len(parts) else chunk
+                    # A run of several parts counts only when an entry knows the run as a whole: split
+                    # again, it would be taken half-translated before its parts were tried one by one.
+                    done = self.text(chunk, depth + 1, j - i == 1) if j - i < len(parts) else chunk
                     if done != chunk or j == i + 1:
                         done_parts.append(done)
                         i = j

@@ -26,6 +26,8 @@ FOREIGN = {
     "--enable-shared": "CPython's configure (why an interpreter lacks libpython)",
     "--only-binary": "pip download (how to fetch uv's wheel)",
     "--platform": "pip download (how to fetch uv's wheel)",
+    # preflight's /dev/shm hint quotes docker's option: the container is made before cosyinstall runs
+    "--shm-size": "docker run (how to give a container a larger /dev/shm)",
 }
 
 

@@ -53,6 +53,22 @@ def test_a_formatted_sentence_is_translated_piece_by_piece() -> None:
     assert t.text("a line no entry knows") == "a line no entry knows"
 
 
+def test_placeholders_and_spaces_alone_never_split_a_sentence_into_words() -> None:
+    # "%s %s" is a template (trust.py): as a pattern it would turn "the server is ok" into "the 服务 is 正常".
+    t = Translator([ZH])
+    assert "%s %s" in ZH and "server" in ZH and "ok" in ZH
+    assert t.text("the server is ok") == "the server is ok"
+    # "%s; %s" pairs no two parts: each part of a message; hint line keeps its own entry.
+    assert t.text("/k/id.pub does not exist; pass the signer's public key file (id_ed25519.pub).") == \
+        "/k/id.pub 不存在；请传入签名者的公钥文件（id_ed25519.pub）。"
+
+
+def test_a_check_row_whose_name_holds_a_space_is_translated_by_column() -> None:
+    t = Translator([ZH])
+    line = t.line("  warn  gpu need    no GPU found, but the bundle needs a GPU; the server will not start here")
+    assert line == "  警告  GPU 需求    未找到 GPU，但安装包需要 GPU；服务无法在本机启动", line
+
+
 def _env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LANG", "LC_"))}
     env.update(extra)
