@@ -500,6 +500,15 @@ ZH: Dict[str, str] = {
     "%s is a symbolic link where the bundle has a %s": "%s 是符号链接，而安装包中这里是%s",
     "file": "文件",
     "folder": "文件夹",
+    # -- bounded reading of SHA256SUMS and MANIFEST.json, name clashes, model step sizes
+    "%s cannot be read (%s)": "无法读取 %s（%s）",
+    "%s has a line longer than %d bytes, which no checksum line needs": "%s 中有一行超过 %d 字节，校验和行不会这么长",
+    "%s holds %s as a file and as the folder of %s": "%s 中的 %s 既是文件又是 %s 的文件夹",
+    "%s in %s is %d bytes, more than the %d bytes any real manifest needs": "%s（位于 %s）有 %d 字节，超过了任何真实清单所需的 %d 字节",
+    "%s is larger than %d bytes, far more than a few files' checksums": "%s 大于 %d 字节，远超几个文件的校验和所需",
+    "%s line %d gives a size of %d digits, which no file has": "%s 第 %d 行给出了 %d 位数的大小，没有文件会这么大",
+    "%s.%s must give a size in bytes for each unzip archive": "%s.%s 必须为每个 unzip 压缩包给出以字节计的大小",
+    "the MANIFEST.json of %s would be refused by cosyinstall: %s": "%s 的 MANIFEST.json 会被 cosyinstall 拒绝：%s",
 }
 
 # argparse's own words (it asks gettext, which has no Chinese on the box).
