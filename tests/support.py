@@ -202,3 +202,15 @@ def tree_differences(a: dict, b: dict) -> list[str]:
 
 
 STATE_AND_RECORDS = (".cosyinstall", ".cosygen")
+
+
+def small_archive(files: dict[str, bytes]) -> bytes:
+    """A real zip holding `files`: a model's `unzip` archive (pack reads what it unpacks to)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in sorted(files.items()):
+            archive.writestr(name, data)
+    return buffer.getvalue()

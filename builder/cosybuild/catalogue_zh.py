@@ -272,6 +272,8 @@ ZH: dict[str, str] = {
     "%s: member %s is corrupt (%s)": "%s: 成员 %s 已损坏（%s）",
     "%s: member %s is not listed in %s": "%s: 成员 %s 没有列在 %s 中",
     "%s: %s lists %s, which the wheel does not hold": "%s: %s 列出了 %s，但 wheel 中没有它",
+    "model %s: its unzip archive %s cannot be unpacked (%s)": "模型 %s：其 unzip 压缩包 %s 无法解压（%s）",
+    "fix the archive in the model, or drop it from the unzip step": "请修复模型中的该压缩包，或把它从 unzip 步骤中去掉",
 }
 
 # click's own words (it asks gettext, which has no Chinese catalogue for click).

@@ -76,12 +76,18 @@ def _describe(pin: dict, steps: dict[str, list[str]], unpacked: dict[str, int]) 
     return ModelRecord(str(pin.get("name")), typed, rest).to_json()
 
 
-def _unpacked_sizes(archives: list[str], paths: dict[str, Path]) -> dict[str, int]:
+def _unpacked_sizes(model: str, archives: list[str], paths: dict[str, Path]) -> dict[str, int]:
     """Bytes each unzip archive unpacks to, from its central directory (checked as the box will)."""
     sizes = {}
     for name in archives:
-        with open_zip(str(paths[name])) as archive:
-            sizes[name] = sum(info.file_size for info in archive.infolist())
+        try:
+            with open_zip(str(paths[name])) as archive:
+                sizes[name] = sum(info.file_size for info in archive.infolist())
+        except ArtifactRejected as exc:
+            # The box would refuse it in its unzip step: say so now, at pack time.
+            raise ArtifactRejected("model %s: its unzip archive %s cannot be unpacked (%s)"
+                                   % (model, name, exc.message.rstrip(".")),
+                                   "fix the archive in the model, or drop it from the unzip step") from None
     return sizes
 
 
@@ -125,7 +131,7 @@ def model_members(profile: Profile, lock: Lock, cache: Cache, work: Path, report
         hashes = {f.get("path"): f.get("sha256") for f in pin.get("files", [])}
         for rel, path, executable in files:
             members.append(Member("%s/%s" % (model.name, rel), str(path), path.stat().st_size, hashes.get(rel), executable))
-        unpacked = _unpacked_sizes(steps.get("unzip", []), {rel: path for rel, path, _x in files})
+        unpacked = _unpacked_sizes(model.name, steps.get("unzip", []), {rel: path for rel, path, _x in files})
         described.append(_describe(pin, steps, unpacked))
     members, duplicates = _dedupe(members)
     meta: dict = {"models": described}

@@ -12,7 +12,7 @@ import pytest
 
 from cosybuild.cache import Cache
 from hubservers import HfHubServer, write_manifest
-from support import cosybuild, one_sentence
+from support import cosybuild, one_sentence, small_archive
 
 REPO = "FunAudioLLM/TinyVoice"
 V1 = {
@@ -192,11 +192,13 @@ def test_install_steps_are_checked_against_the_model(hub, env, tmp_path: Path, e
 
 
 def test_install_steps_reach_the_models_manifest(hub, env, tmp_path: Path) -> None:
-    files = dict(V1, **{"resource.zip": os.urandom(3000), "x-1.0-py3-none-any.whl": os.urandom(2000)})
+    resource = small_archive({"resource/a.dat": os.urandom(3000), "resource/b.txt": b"text\n"})
+    files = dict(V1, **{"resource.zip": resource, "x-1.0-py3-none-any.whl": os.urandom(2000)})
     hub.add_commit(REPO, files)
     steps = 'unzip = ["resource.zip"]\ninstall-wheels = ["x-1.0-py3-none-any.whl"]\n'
     path = write_manifest(tmp_path, MODEL % (REPO, "main") + steps)
     proc = cosybuild("pack", str(path), "--only", "models", "--out", str(tmp_path / "d"), env=env)
     assert proc.returncode == 0, proc.stderr
     meta = json.loads(zipfile.ZipFile(tmp_path / "d" / "pretrained_models.zip").read("MANIFEST.json"))
-    assert meta["models"][0]["steps"] == {"unzip": ["resource.zip"], "install-wheels": ["x-1.0-py3-none-any.whl"]}
+    assert meta["models"][0]["steps"] == {"unzip": ["resource.zip"], "install-wheels": ["x-1.0-py3-none-any.whl"],
+                                          "unpacked-bytes": {"resource.zip": 3005}}

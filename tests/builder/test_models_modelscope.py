@@ -13,7 +13,7 @@ import pytest
 from cosybuild.cache import Cache
 from hubservers import HfHubServer, ModelScopeServer, write_manifest
 from support import REPO as REPO_ROOT
-from support import cosybuild, one_sentence
+from support import cosybuild, one_sentence, small_archive
 
 try:
     import tomllib
@@ -169,7 +169,8 @@ def test_the_real_ttsfrd_entry_packs_from_either_hub_by_editing_source_and_repo_
     """The real manifest's CosyVoice-ttsfrd entry, keys as written, served by loopback twins of both hubs."""
     with (REPO_ROOT / "manifests" / "cosyvoice2-trtllm.toml").open("rb") as handle:
         entry = next(m for m in tomllib.load(handle)["models"] if m["name"] == "CosyVoice-ttsfrd")
-    files = {name: os.urandom(2000) for name in entry["install-wheels"] + entry["unzip"]}
+    files = {name: os.urandom(2000) for name in entry["install-wheels"]}
+    files.update({name: small_archive({"resource/a.dat": os.urandom(2000)}) for name in entry["unzip"]})
     files["configuration.json"] = b"{}\n"
     with ModelScopeServer() as ms, HfHubServer() as hf:
         ms.commit(entry["repo"], files)
@@ -185,6 +186,7 @@ def test_the_real_ttsfrd_entry_packs_from_either_hub_by_editing_source_and_repo_
             zpath = tmp_path / source / "dist" / "pretrained_models.zip"
             meta = json.loads(zipfile.ZipFile(zpath).read("MANIFEST.json"))["models"][0]
             assert meta["source"] == source
-            assert meta["steps"] == {"unzip": entry["unzip"], "install-wheels": entry["install-wheels"]}
+            assert meta["steps"] == {"unzip": entry["unzip"], "install-wheels": entry["install-wheels"],
+                                     "unpacked-bytes": {name: 2000 for name in entry["unzip"]}}
             packed[source] = members(zpath)
         assert packed["modelscope"] == packed["huggingface"] == {"CosyVoice-ttsfrd/" + n: d for n, d in files.items()}
