@@ -8,12 +8,17 @@
 the same filesystem and, when permitted (root), with the page cache dropped. The runs are
 interleaved (a, b, c, a, b, c, ...); the medians are compared. Peak RSS of (c) is the
 cosyinstall process's own VmHWM (uv, its child, is not counted).
+
+Each side's CPU time (user + system, all its processes) is printed too, with the wall time
+it cannot beat on this machine's cores (CPU / cores): where uv alone already keeps every core
+busy, whatever cosyinstall adds in CPU shows up in wall time, however well it overlaps.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -104,6 +109,11 @@ def run_c(python: str, dist: str, work: str, jobs: int) -> tuple:
     return elapsed, peak[0] / 1024.0
 
 
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dist", required=True)
@@ -125,6 +135,7 @@ def main() -> None:
     uv = os.path.join(extracted, "uv", "uv")
     os.chmod(uv, 0o755)
     times: dict = {"a": [], "b": [], "c": []}
+    cpu: dict = {"a": [], "b": [], "c": []}
     peaks = []
     dropped = True
     for run in range(args.runs):
@@ -133,6 +144,7 @@ def main() -> None:
             shutil.rmtree(scratch, ignore_errors=True)
             os.makedirs(scratch)
             dropped = drop_caches() and dropped
+            before = _children_cpu()
             if side == "a":
                 times["a"].append(run_a(uv, python, dist, scratch))
             elif side == "b":
@@ -141,15 +153,19 @@ def main() -> None:
                 elapsed, peak = run_c(python, dist, scratch, args.jobs)
                 times["c"].append(elapsed)
                 peaks.append(peak)
-            print("run %d %s: %.1f s%s" % (run + 1, side, times[side][-1],
-                                            "  peak RSS %.0f MB" % peaks[-1] if side == "c" else ""), flush=True)
+            cpu[side].append(_children_cpu() - before)
+            print("run %d %s: %.1f s, %.1f CPU-s%s" % (run + 1, side, times[side][-1], cpu[side][-1],
+                                                    "  peak RSS %.0f MB" % peaks[-1] if side == "c" else ""), flush=True)
             shutil.rmtree(scratch, ignore_errors=True)
     print("page cache %s before each run" % ("dropped" if dropped else "NOT dropped (not permitted)"))
     med = {k: statistics.median(v) for k, v in times.items() if v}
+    cores = os.cpu_count() or 1
     for side, label in (("a", "(a) seed: unzip + uv venv + uv pip install"), ("b", "(b) uv alone on extracted wheels"),
                         ("c", "(c) cosyinstall apply --no-start")):
         if side in med:
-            print("%-46s median %.1f s  (%s)" % (label, med[side], ", ".join("%.1f" % t for t in times[side])))
+            used = statistics.median(cpu[side])
+            print("%-46s median %.1f s  (%s); %.0f CPU-s, at least %.1f s on %d cores"
+                  % (label, med[side], ", ".join("%.1f" % t for t in times[side]), used, used / cores, cores))
     if "c" in med:
         if "a" in med:
             print("(c)/(a) = %.2f" % (med["c"] / med["a"]))

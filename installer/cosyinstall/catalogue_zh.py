@@ -208,6 +208,9 @@ ZH: Dict[str, str] = {
     "step %s: installing": "步骤 %s: 安装中",
     "step %s: done": "步骤 %s: 完成",
     "venv: building %s from CPython %s": "虚拟环境: 创建 %s（用 CPython %s）",
+    "venv: building %s from CPython %s while the upload is read": "虚拟环境: 创建 %s（用 CPython %s），边读取上传文件边安装",
+    "venv: built %s from CPython %s, filled by %d uv runs while the upload was read":
+        "虚拟环境: 已创建 %s（用 CPython %s），在读取上传文件的同时由 uv 分 %d 次装好",
     "%s is not in the upload folder and nothing is installed in %s yet": "上传文件夹中没有 %s，而 %s 中也还没有安装任何东西",
     "upload it with %s": "请把它与 %s 一起上传",
     "%s is not a readable uv wheel (%s)": "%s 不是可读的 uv wheel（%s）",

@@ -39,6 +39,8 @@ from cosyinstall.upload_pass import UploadPasses
 from cosyinstall.zipread import open_zip
 from cosyinstall.venv_check import mismatched
 from cosyinstall.generations import set_aside
+from cosyinstall.uvprogress import InstallProgress
+from cosyinstall.venv_feed import VenvFeed
 
 __all__ = ["Run", "todo", "install", "after_failure", "uv_row"]
 
@@ -67,6 +69,9 @@ class Run:
         self.jobs = default_jobs()
         # Staging asks for members; each upload is then read once (upload_pass.py).
         self.passes = UploadPasses(bundle, self.jobs, reporter)
+        # A venv built from scratch is filled by uv while the upload is still read (venv_feed.py).
+        self.feed: Optional[VenvFeed] = None
+        self.feed_python: Optional[PythonFound] = None
 
     def uv(self, exe: str) -> Uv:
         """A runner of `exe` that keeps the apply lock held while uv runs."""
@@ -113,9 +118,22 @@ def install(run: Run, ran: List[str]) -> None:
     for step, digest in steps:
         reporter.info("step %s: extracting and verifying (%s)" % (step, digest[:12]))
         staged[step] = _STAGE[step](run)
+    if run.feed is not None:
+        # Pending from here: whatever stops the apply, the venv being fed is removed (after_failure).
+        state.begin("venv", [])
+        version = (".".join(map(str, run.python.version)) if run.python is not None
+                   else run.bundled_python.version if run.bundled_python is not None else "?")
+        reporter.info("venv: building %s from CPython %s while the upload is read" % (run.tree.venv, version))
+        run.feed.start()
     # One read per upload: whole-file sha256 and staging together. Each staged file that is
     # renamed into the tree was fsynced first (power-cut ordering); wheels only feed uv.
-    _remember_verified(state, run.passes.run())
+    try:
+        verified = run.passes.run()
+    except BaseException:
+        if run.feed is not None:
+            run.feed.abort()
+        raise
+    _remember_verified(state, verified)
     for step, digest in steps:
         reporter.info("step %s: installing" % step)
         _COMMIT[step](run, staged[step], digest)
@@ -209,12 +227,17 @@ def _on_disk(root: str) -> Tuple[Callable[[str], Optional[int]], Callable[[str],
     return size, digest
 
 
-def _stage(run: Run, step: str, source: Any, items: List[Item], staging: str, durable: bool) -> List[FileEntry]:
+def _stage(run: Run, step: str, source: Any, items: List[Item], staging: str, durable: bool,
+           on_done: Optional[Callable[[str, str], None]] = None) -> List[FileEntry]:
     """Stage `items`: what the zip holds in its one read pass, what a delta leaves out copied (verified) from the box."""
     with staging_reader(run.tree, run.bundle.from_dir, source, [step]) as reader:
         on_box = [i for i in items if not reader.stored(i.key)]
-        written = run.passes.add(source.reader, [i for i in items if reader.stored(i.key)], staging, durable)
-        written.extend(stage_items(reader, on_box, staging, run.reporter, durable))
+        written = run.passes.add(source.reader, [i for i in items if reader.stored(i.key)], staging, durable, on_done)
+        copied = stage_items(reader, on_box, staging, run.reporter, durable)
+        written.extend(copied)
+    if on_done is not None:
+        for entry in copied:
+            on_done(entry.path, os.path.join(staging, *entry.path.split("/")))
     return written
 
 
@@ -252,8 +275,66 @@ def _stage_venv(run: Run) -> Staged:
     staging = run.tree.staging("venv")
     rmtree(staging)
     items = source.venv_items()
-    written = _stage(run, "venv", source, items, staging, durable=False)
+    run.feed = _feed(run, source, staging)
+    written = _stage(run, "venv", source, items, staging, durable=False,
+                     on_done=run.feed.landed if run.feed is not None else None)
     return Staged(FilePlan(write=items), written, staging)
+
+
+def _feed(run: Run, source: PackagesSource, staging: str) -> Optional[VenvFeed]:
+    """A feed for a venv built from scratch out of a built bundle's wheels; None where uv must see them all at once."""
+    python = run.python.minor if run.python is not None else (
+        run.bundled_python.minor if run.bundled_python is not None else None)
+    if source.handmade or python is None or not _rebuild(run, source, python) or not source.has(UV_REL):
+        return None
+    by_file = {p.filename: p for p in source.packages() if p.filename}
+    wheels: Dict[str, str] = {}
+    for rel in source.wheel_rels():
+        pkg = by_file.get(os.path.basename(rel))
+        if pkg is None:
+            return None  # a wheel the lock does not name: only the whole requirements file says what it is for
+        wheels[rel] = "%s==%s" % (pkg.name, pkg.version)
+    needs = {UV_REL}
+    if run.python is None and run.bundled_python is not None:
+        needs.add(run.bundled_python.member)
+    tree = run.tree
+    uv = run.uv(os.path.join(staging, UV_REL))
+
+    def prepare() -> None:
+        python = _venv_python(run, staging)
+        run.feed_python = python
+        rmtree(tree.venv)
+        uv.create_venv(python.path, tree)
+
+    # Its own scratch folder beside the staging: the staged files are kept whole for the next delta.
+    rmtree(run.tree.staging("venv-feed"))
+    return VenvFeed(wheels, needs, os.path.join(run.tree.staging("venv-feed"), "ready"), prepare,
+                    lambda requirements, found: uv.install_batch(tree, requirements, found),
+                    lambda left: InstallProgress(tree, left, run.reporter), run.reporter,
+                    sizes={i.rel: i.size for i in source.venv_items()})
+
+
+def _venv_python(run: Run, staging: str) -> PythonFound:
+    """The CPython the venv is built from: the one preflight found, else the bundled one, unpacked."""
+    python = run.python
+    bundled = run.bundled_python
+    if python is None and bundled is not None:
+        python = unpack_bundled(bundled_archive(staging, bundled), run.tree.bundled_python, bundled)
+    if python is None:
+        raise EnvironmentUnsuitable("no CPython found to build the venv from", "pass one with --python")
+    return python
+
+
+def _rebuild(run: Run, source: PackagesSource, minor: str) -> bool:
+    """Whether the venv step starts from an empty venv rather than updating the one there."""
+    tree = run.tree
+    record = inst.venv_record(tree)
+    version = venv_version(tree)
+    return (
+        run.state.pending("venv") is not None or record is None or source.handmade or bool(record.get("handmade"))
+        or version is None or ".".join(version.split(".")[:2]) != minor
+        or not os.path.exists(tree.venv_python)
+    )
 
 
 def _uv_from_wheel(wheel: str, dest: str) -> None:
@@ -323,35 +404,39 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
     source = run.bundle.packages
     assert source is not None
     state, reporter, tree = run.state, run.reporter, run.tree
-    python = run.python
-    bundled = run.bundled_python
-    if python is None and bundled is not None:
-        python = unpack_bundled(bundled_archive(staged.staging, bundled), tree.bundled_python, bundled)
-    if python is None:
-        raise EnvironmentUnsuitable("no CPython found to build the venv from", "pass one with --python")
-    record = inst.venv_record(tree)
-    version = venv_version(tree)
-    rebuild = (
-        state.pending("venv") is not None or record is None or source.handmade or bool(record.get("handmade"))
-        or version is None or ".".join(version.split(".")[:2]) != python.minor
-        or not os.path.exists(tree.venv_python)
-    )
-    uv_wheel = source.uv_wheel_rel()
-    if not source.has(UV_REL) and uv_wheel is not None:
-        _uv_from_wheel(os.path.join(staged.staging, uv_wheel), os.path.join(staged.staging, UV_REL))
-    uv_exe = _find_uv(run, staged.staging)
-    uv = run.uv(uv_exe)
-    state.begin("venv", [])
-    if rebuild:
-        reporter.info("venv: building %s from CPython %s" % (tree.venv, ".".join(map(str, python.version))))
-        rmtree(tree.venv)
-        uv.create_venv(python.path, tree)
-    else:
-        gone = dropped_packages((record or {}).get("packages", []), [p.to_json() for p in source.packages()])
-        if gone:
-            uv.uninstall(tree, gone)
     wheels = os.path.join(staged.staging, WHEELS_DIR)
-    if source.handmade:
+    feed, run.feed = run.feed, None
+    if feed is not None:
+        uv_exe = os.path.join(staged.staging, UV_REL)
+        uv = run.uv(uv_exe)
+        feed.finish()
+        rmtree(run.tree.staging("venv-feed"))
+        python = run.feed_python
+        assert python is not None
+        reporter.info("venv: built %s from CPython %s, filled by %d uv runs while the upload was read"
+                      % (tree.venv, ".".join(map(str, python.version)), feed.batches))
+    else:
+        python = _venv_python(run, staged.staging)
+        record = inst.venv_record(tree)
+        rebuild = _rebuild(run, source, python.minor)
+        uv_wheel = source.uv_wheel_rel()
+        if not source.has(UV_REL) and uv_wheel is not None:
+            _uv_from_wheel(os.path.join(staged.staging, uv_wheel), os.path.join(staged.staging, UV_REL))
+        uv_exe = _find_uv(run, staged.staging)
+        uv = run.uv(uv_exe)
+        state.begin("venv", [])
+        if rebuild:
+            reporter.info("venv: building %s from CPython %s" % (tree.venv, ".".join(map(str, python.version))))
+            rmtree(tree.venv)
+            uv.create_venv(python.path, tree)
+        else:
+            gone = dropped_packages((record or {}).get("packages", []), [p.to_json() for p in source.packages()])
+            if gone:
+                uv.uninstall(tree, gone)
+    if feed is not None:
+        _check_against_lock(uv, tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL), source)
+        packages = [{"name": p.name, "version": p.version} for p in source.packages()]
+    elif source.handmade:
         requirements = os.path.join(staged.staging, REQUIREMENTS_REL) if source.has(REQUIREMENTS_REL) else None
         uv_wheel = source.uv_wheel_rel()
         files = [] if requirements else [os.path.join(staged.staging, r) for r in source.wheel_rels() if r != uv_wheel]

@@ -5,7 +5,8 @@ whose digest SHA256SUMS promises. The compressed bytes of each member to be writ
 out of that stream and handed, in order, to worker threads that inflate (bounded by the
 declared size), hash (against the manifest's sha256, or the directory's CRC-32 when there is
 none) and write them; zlib, hashlib and file writes release the GIL, so members are verified
-in parallel while the reader goes on. The bytes in flight are bounded (BUDGET), so memory
+in parallel while the reader goes on. Both digests are needed: SHA256SUMS can be rewritten on
+the box after a damaged transfer, the manifest's sha256 are the builder's own. The bytes in flight are bounded (BUDGET), so memory
 stays flat whatever the zip holds. Nothing is published here: the caller commits only after
 `stage_one_pass` returned, i.e. after the whole-file digest matched.
 
@@ -50,6 +51,13 @@ class Target:
     path: str
     durable: bool = True
     entry: Optional[FileEntry] = None  # filled once written and verified
+    # Told (rel, path) as soon as this member is written and verified, from whichever thread wrote it.
+    on_done: Optional[Callable[[str, str], None]] = None
+
+    def done(self, entry: FileEntry) -> None:
+        self.entry = entry
+        if self.on_done is not None:
+            self.on_done(self.item.rel, self.path)
 
 
 class _Budget:
@@ -173,7 +181,7 @@ class _Member:
         out.close()
         # The member's own time, as unzip does: two installs of one zip are then identical.
         os.utime(self.target.path, (self.mtime, self.mtime))
-        self.target.entry = FileEntry(item.rel, item.size, digest, item.executable)
+        self.target.done(FileEntry(item.rel, item.size, digest, item.executable))
 
     def abandon(self) -> None:
         if self.out is not None:
@@ -264,7 +272,8 @@ def stage_one_pass(
     members.sort(key=lambda m: m[0])
     size = os.path.getsize(path)
     total = size if whole else sum(m[1] for m in members)
-    workers = 0 if jobs <= 1 else (jobs - 1 if whole else jobs)
+    # The reader mostly waits on the disk and hashes: `jobs` workers beside it.
+    workers = 0 if jobs <= 1 else jobs
     pipe = _Pass(workers, _Budget(BUDGET)) if workers else None
     hasher = hashlib.sha256()
     try:
@@ -310,7 +319,7 @@ def _extract_later(reader: Any, target: Target) -> None:
         if is_disk_full(exc):
             raise DiskFull(target.path) from None
         raise
-    target.entry = FileEntry(item.rel, item.size, digest, item.executable)
+    target.done(FileEntry(item.rel, item.size, digest, item.executable))
 
 
 def _plain_mismatch(path: str) -> Callable[[str], ArtifactRejected]:

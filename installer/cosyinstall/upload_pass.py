@@ -10,7 +10,7 @@ before, so a mismatch anywhere leaves <to> as it was.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from cosyinstall.artifact import FileEntry
 from cosyinstall.errors import ArtifactRejected
@@ -31,14 +31,18 @@ class UploadPasses:
         self._readers: Dict[str, Any] = {}
         self._results: List[tuple] = []
 
-    def add(self, reader: Any, items: List[Item], staging: str, durable: bool) -> List[FileEntry]:
-        """Ask for `items` of reader's zip under `staging`; the list returned is filled by run()."""
+    def add(self, reader: Any, items: List[Item], staging: str, durable: bool,
+            on_done: Optional[Callable[[str, str], None]] = None) -> List[FileEntry]:
+        """Ask for `items` of reader's zip under `staging`; the list returned is filled by run().
+
+        `on_done(rel, path)` is told of each item as soon as it is written and verified.
+        """
         staging = os.path.abspath(staging)
         targets = self._targets.setdefault(reader.path, [])
         self._readers[reader.path] = reader
         mine = []
         for item in items:
-            target = Target(item, _inside(staging, item.rel), durable)
+            target = Target(item, _inside(staging, item.rel), durable, on_done=on_done)
             targets.append(target)
             mine.append(target)
         written: List[FileEntry] = []

@@ -121,6 +121,14 @@ class Uv:
         with InstallProgress(tree, count_requirements(requirements, files), self.reporter):
             self.run(args, "installing packages")
 
+    def install_batch(self, tree: InstallTree, requirements: str, find_links: str) -> None:
+        """Install the `name==version` lines of `requirements` from the finished wheels in `find_links`."""
+        # No hashes: each wheel was checked against its sha256 before it was linked into find_links;
+        # uv hashing 3 GB again would only repeat that.
+        # No dependencies: the lock's whole set arrives batch by batch, and is checked as one afterwards.
+        self.run(["pip", "install", "--python", tree.venv_python, "--no-index", "--no-deps", "--no-build",
+                  "--find-links", find_links, "--requirement", requirements], "installing packages")
+
     def install_exact(self, tree: InstallTree, requirements: str, reinstall: Sequence[str] = ()) -> None:
         """Install exactly the hash-pinned files a requirements file names, without their dependencies."""
         # --no-deps: a model wheel's dependencies belong in the bundle's locked package set, which

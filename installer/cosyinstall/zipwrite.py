@@ -9,7 +9,7 @@ import os
 import uuid
 import zipfile
 from dataclasses import dataclass
-from typing import AbstractSet, Any, Dict, Iterable, List, Optional
+from typing import AbstractSet, Any, Dict, Iterable, List, Optional, Tuple
 
 from cosyinstall.artifact import DELTA_FORMAT, FORMAT, MANIFEST_NAME, ArtifactManifest, DeltaBase, FileEntry
 from cosyinstall.boundedjson import JsonRefused, loads_bounded
@@ -67,6 +67,23 @@ def _zipinfo(name: str, size: int, executable: bool, store: bool) -> zipfile.Zip
     return info
 
 
+_FIRST = ("uv/", "python/", "requirements.txt")
+
+
+def member_order(arcname: str, size: int) -> Tuple[int, int, str]:
+    """Where a member goes in the zip: what the venv needs before any wheel, then wheels largest first, then the rest.
+
+    The installer reads the zip in file order and hands uv each wheel as it lands
+    (venv_feed.py): uv can start only once its binary (and the bundled CPython) is read, and
+    the largest wheels, which keep uv busy longest, then start while the rest is still read.
+    """
+    if arcname.startswith(_FIRST):
+        return (0, 0, arcname)
+    if arcname.startswith("wheels/"):
+        return (1, -size, arcname)
+    return (2, 0, arcname)
+
+
 def write_artifact(
     out_path: str,
     kind: str,
@@ -85,7 +102,7 @@ def write_artifact(
     in the manifest's delta record instead of being stored.
     """
     reporter = reporter or NullReporter()
-    ordered: List[Member] = sorted(members, key=lambda m: m.arcname)
+    ordered: List[Member] = sorted(members, key=lambda m: member_order(m.arcname, m.size))
     # Validate names before any byte is written; hashes are filled in while copying.
     placeholders = tuple(FileEntry(m.arcname, m.size, "0" * 64) for m in ordered)
     ArtifactManifest(kind, name, dict(target), placeholders).validate(out_path)
@@ -118,6 +135,7 @@ def write_artifact(
             full_meta = dict(meta or {})
             if delta is not None:
                 full_meta[DeltaBase.KEY] = DeltaBase(dict(delta.base), tuple(on_box)).to_json()
+            entries.sort(key=lambda e: e.path)  # the manifest lists by name, whatever the order in the zip
             manifest = ArtifactManifest(kind, name, dict(target), tuple(entries), full_meta,
                                         FORMAT if delta is None else DELTA_FORMAT)
             # Last member, so the manifest carries hashes computed during the single copy pass.

@@ -1,0 +1,256 @@
+"""Issue 15: apply at the floor. One read of each upload; uv is fed verified wheels while the upload is read.
+
+The feed (venv_feed.py) is driven here directly with recorded callbacks, so its rules are shown
+without timing: nothing before uv's own needs have landed, batches only of whole (hard-linked)
+wheels, a batch large enough to keep uv's threads busy, every wheel exactly once, a failed pass
+stops it, uv's error reaches the apply. The apply-level test runs the real uv on the demo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+import types
+import zipfile
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from cosyinstall import onepass
+from cosyinstall.install_plan import Item
+from cosyinstall.onepass import Target, stage_one_pass
+from cosyinstall.progress import NullReporter
+from cosyinstall.venv_feed import VenvFeed
+from cosyinstall.zipcheck import check_zip
+from cosyinstall.zipread import member_time
+from cosyinstall.zipwrite import Member, member_order, write_artifact
+from support import apply_argv, run
+
+
+class _NoProgress:
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _Recorder:
+    """Stands in for uv: records each batch and what the find-links folder held, optionally held back."""
+
+    def __init__(self, ready: Path) -> None:
+        self.ready = ready
+        self.prepared = threading.Event()
+        self.batches: List[List[str]] = []
+        self.seen: List[List[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def prepare(self) -> None:
+        self.prepared.set()
+
+    def install(self, requirements: str, find_links: str) -> None:
+        self.gate.wait(10)
+        assert Path(find_links) == self.ready
+        self.batches.append(Path(requirements).read_text().split())
+        self.seen.append(sorted(os.listdir(find_links)))
+        if self.fail:
+            raise RuntimeError("uv failed on this batch")
+
+
+def _feed(tmp_path: Path, sizes: dict, rec: _Recorder, needs=("uv/uv",)) -> VenvFeed:
+    wheels = {rel: "%s==1" % Path(rel).stem for rel in sizes}
+    return VenvFeed(wheels, set(needs), str(rec.ready), rec.prepare, rec.install,
+                    lambda left: _NoProgress(), NullReporter(), sizes=sizes)
+
+
+def _land(feed: VenvFeed, staging: Path, rel: str) -> None:
+    path = staging / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(rel.encode())
+    feed.landed(rel, str(path))
+
+
+def test_feed_waits_for_uv_then_installs_every_wheel_once_from_whole_files(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    rec = _Recorder(tmp_path / "feed" / "ready")
+    sizes = {"wheels/big.whl": 600, "wheels/mid.whl": 200, "wheels/a.whl": 100, "wheels/b.whl": 100}
+    feed = _feed(tmp_path, sizes, rec).start()
+    _land(feed, staging, "wheels/big.whl")
+    assert not rec.prepared.wait(0.3), "the venv was made before uv itself was staged"
+    rec.gate.clear()  # hold the first uv run, so the next wheels land while it runs
+    _land(feed, staging, "uv/uv")
+    assert rec.prepared.wait(5)
+    _land(feed, staging, "wheels/mid.whl")
+    _land(feed, staging, "wheels/a.whl")
+    rec.gate.set()
+    _land(feed, staging, "wheels/b.whl")
+    feed.finish()
+    installed = [line for batch in rec.batches for line in batch]
+    assert sorted(installed) == sorted("%s==1" % Path(r).stem for r in sizes)  # each exactly once
+    assert rec.batches[0] == ["big==1"], "the first run should start on the big wheel as soon as uv could run"
+    for batch, seen in zip(rec.batches, rec.seen, strict=True):
+        # uv's find-links folder holds only wheels handed over so far: never a file still being written.
+        assert {"%s.whl" % line.split("==")[0] for line in batch} <= set(seen)
+    for rel in sizes:  # hard links of the staged files, not copies
+        assert os.path.samefile(staging / rel, rec.ready / Path(rel).name)
+    assert feed.batches == len(rec.batches) >= 2
+
+
+def test_feed_does_not_start_uv_on_a_sliver_while_the_upload_is_still_read(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    rec = _Recorder(tmp_path / "feed" / "ready")
+    sizes = {"wheels/w%02d.whl" % i: 10 for i in range(20)}
+    feed = _feed(tmp_path, sizes, rec, needs=())
+    _land(feed, staging, "wheels/w00.whl")  # copied from the box for a delta: lands before the feed starts
+    feed.start()
+    for i in range(1, 4):
+        _land(feed, staging, "wheels/w%02d.whl" % i)
+    assert rec.batches == [], "uv ran on 4 of 20 equal wheels: a run that short cannot use uv's threads"
+    _land(feed, staging, "wheels/w04.whl")  # 5 of 20: a quarter of what is left
+    for i in range(5, 20):
+        _land(feed, staging, "wheels/w%02d.whl" % i)
+    feed.finish()
+    assert len(rec.batches[0]) >= 5
+    assert sum(len(b) for b in rec.batches) == 20
+
+
+def test_a_failed_pass_stops_the_feed_and_uv_errors_reach_the_apply(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    rec = _Recorder(tmp_path / "feed" / "ready")
+    feed = _feed(tmp_path, {"wheels/a.whl": 10, "wheels/b.whl": 10}, rec).start()
+    _land(feed, staging, "wheels/a.whl")
+    feed.abort()  # the pass failed before uv itself landed
+    assert not rec.prepared.is_set() and rec.batches == []
+
+    rec = _Recorder(tmp_path / "feed2" / "ready")
+    rec.fail = True
+    feed = _feed(tmp_path, {"wheels/a.whl": 10}, rec).start()
+    _land(feed, staging, "uv/uv")
+    _land(feed, staging, "wheels/a.whl")
+    with pytest.raises(RuntimeError, match="uv failed"):
+        feed.finish()
+
+
+# -- the one read ---------------------------------------------------------------------------
+
+
+class _Counting:
+    """hashlib.sha256 that counts the bytes it is given (all instances together)."""
+
+    total = 0
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def update(self, data: bytes) -> None:
+        _Counting.total += len(data)
+        self._h.update(data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.label = path.name
+        self.zip = check_zip(str(path))
+
+    def _info(self, key: str) -> zipfile.ZipInfo:
+        return self.zip.getinfo(key)
+
+    def mtime(self, key: str) -> float:
+        return member_time(self._info(key))
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 4])
+def test_one_pass_reads_once_hashes_file_and_members_and_writes_exact_members(tmp_path: Path, monkeypatch, jobs: int) -> None:
+    files = {"wheels/w%d.whl" % i: os.urandom(300_000 + 7919 * i) for i in range(6)}
+    files["conf/a.json"] = b'{"a": 1}\n' * 4000
+    path = tmp_path / "offline_packages.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data,
+                             compress_type=zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED)
+    whole = hashlib.sha256(path.read_bytes()).hexdigest()
+    items = [Item(n, n, len(d), hashlib.sha256(d).hexdigest(), False) for n, d in files.items()]
+    monkeypatch.setattr(onepass, "hashlib", types.SimpleNamespace(sha256=_Counting))
+
+    _Counting.total = 0
+    targets = [Target(i, str(tmp_path / "out" / i.rel), durable=False) for i in items]
+    assert stage_one_pass(_Reader(path), targets, whole, None, jobs=jobs) == whole
+    # One read: the whole file through its digest, each member's bytes through its own; nothing more.
+    assert _Counting.total == path.stat().st_size + sum(len(d) for d in files.values())
+    for item, target in zip(items, targets, strict=True):
+        assert Path(target.path).read_bytes() == files[item.rel]
+        assert target.entry is not None and target.entry.sha256 == item.sha256
+
+    # An upload verified before (no whole-file digest asked): each member is hashed on its own.
+    _Counting.total = 0
+    targets = [Target(i, str(tmp_path / "again" / i.rel), durable=False) for i in items]
+    stage_one_pass(_Reader(path), targets, None, None, jobs=jobs)
+    assert _Counting.total == sum(len(d) for d in files.values())
+
+
+def test_a_damaged_wheel_is_named_and_nothing_is_installed(dist: Path, tmp_path: Path) -> None:
+    """A damaged wheel whose upload does not match SHA256SUMS: named, and nothing is installed."""
+    packages = dist / "offline_packages.zip"
+    with zipfile.ZipFile(packages) as archive:
+        info = max((i for i in archive.infolist() if i.filename.startswith("wheels/")), key=lambda i: i.file_size)
+    with open(packages, "r+b") as handle:  # flip one byte inside the stored wheel's data
+        handle.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", handle.read(4))
+        handle.seek(info.header_offset + 30 + name_len + extra_len + info.file_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    to = tmp_path / "to"
+    proc = run(apply_argv(dist, to))
+    assert proc.returncode != 0
+    assert info.filename in proc.stderr and "offline_packages.zip" in proc.stderr, proc.stderr
+    assert not to.exists(), "a failed first install left %s behind" % sorted(os.listdir(to))
+
+
+def test_first_install_fills_the_venv_while_reading_and_leaves_no_feed_files(dist: Path, tmp_path: Path) -> None:
+    to = tmp_path / "to"
+    proc = run(apply_argv(dist, to))
+    assert proc.returncode == 0, proc.stderr
+    log = (to / ".cosyinstall" / "install.log").read_text()
+    assert "packages installed while the upload is read" in log
+    assert "while the upload was read" in log
+    state = Path(os.path.realpath(to)).parent.parent / "state"
+    leftovers = [str(p) for p in state.rglob("*") if p.name == "ready" or p.name.startswith("batch-")]
+    assert leftovers == []
+    with zipfile.ZipFile(dist / "offline_packages.zip") as archive:
+        wheels = [i.filename for i in archive.infolist() if i.filename.startswith("wheels/")]
+    site = list((to / ".venv" / "lib").glob("python*/site-packages"))[0]
+    assert len(list(site.glob("*.dist-info"))) >= len(wheels)
+
+
+# -- the order in the zip -------------------------------------------------------------------
+
+
+def test_uv_and_the_largest_wheels_come_first_and_the_manifest_lists_by_name(tmp_path: Path) -> None:
+    sources = {}
+    for name, size in (("app/server.py", 50), ("requirements.txt", 40), ("uv/uv", 30), ("wheels/a.whl", 10),
+                       ("wheels/big.whl", 900), ("wheels/mid.whl", 300), ("python/cpython.tar.gz", 20)):
+        path = tmp_path / "src" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        sources[name] = path
+    members = [Member(n, str(p), p.stat().st_size, None, n == "uv/uv") for n, p in sources.items()]
+    out = tmp_path / "offline_packages.zip"
+    write_artifact(str(out), "packages", "t", {"python": "3.10", "platform": "x86_64-manylinux_2_28"}, members)
+    with zipfile.ZipFile(out) as archive:
+        order = archive.namelist()
+        manifest = json.loads(archive.read("MANIFEST.json"))
+    assert order == ["python/cpython.tar.gz", "requirements.txt", "uv/uv", "wheels/big.whl", "wheels/mid.whl",
+                     "wheels/a.whl", "app/server.py", "MANIFEST.json"]
+    assert [f["path"] for f in manifest["files"]] == sorted(sources)
+    assert sorted(members, key=lambda m: member_order(m.arcname, m.size))[0].arcname == "python/cpython.tar.gz"
