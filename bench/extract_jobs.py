@@ -26,6 +26,7 @@ from cosyinstall.install_plan import Item  # noqa: E402
 from cosyinstall.onepass import Target, stage_one_pass  # noqa: E402
 from cosyinstall.zipcheck import check_zip  # noqa: E402
 from cosyinstall.zipread import member_time  # noqa: E402
+from coldcache import drop_caches  # noqa: E402
 
 
 class _Reader:
@@ -65,16 +66,6 @@ def make_zip(path: str, mb: int) -> list:
     return items
 
 
-def drop() -> bool:
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as handle:
-            handle.write("3\n")
-        return True
-    except OSError:
-        return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, default=1024)
@@ -97,7 +88,7 @@ def main() -> None:
             for jobs in (1, args.jobs):
                 staging = os.path.join(work, "staging")
                 shutil.rmtree(staging, ignore_errors=True)
-                dropped = drop() and dropped
+                dropped = drop_caches() and dropped
                 targets = [Target(i, os.path.join(staging, i.rel), True) for i in items]
                 start = time.monotonic()
                 stage_one_pass(reader, targets, whole.hexdigest(), None, jobs=jobs)

@@ -16,11 +16,7 @@ mkdir -p "$work" && work=$(cd "$work" && pwd)
 py=${PYTHON:-python3}
 cosybuild=(${COSYBUILD:-$py -m cosybuild})
 
-find_py310() {
-  if command -v pyenv >/dev/null && p=$(pyenv prefix 3.10 2>/dev/null); then echo "$p/bin/python3.10"; return; fi
-  if p=$(uv python find --no-python-downloads 3.10 2>/dev/null); then echo "$p"; return; fi
-  command -v python3.10
-}
+source "$repo/bench/find_py310.sh"
 py310=$(find_py310) || { echo "real_scale: no CPython 3.10 found; install one (pyenv install 3.10)" >&2; exit 4; }
 echo "target CPython: $py310"
 

@@ -214,3 +214,25 @@ def small_archive(files: dict[str, bytes]) -> bytes:
         for name, data in sorted(files.items()):
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def small_manifest(model_repo: str = "m") -> str:
+    """A complete builder manifest: one pinned package, a local app folder, one local model, a server."""
+    return """
+name = "t"
+[target]
+python = "3.10"
+platform = "x86_64-manylinux_2_28"
+[packages]
+requirements = ["six==1.16.0"]
+[app]
+path = "app"
+[[models]]
+name = "m"
+source = "local"
+repo = "%s"
+[server]
+command = ["python", "server.py", "--port", "{port}"]
+port = 6008
+ready-log = "ready"
+""" % model_repo

@@ -18,25 +18,9 @@ from cosybuild.profile import Profile, load_profile
 from cosybuild.resolve import LockedFile
 from cosyinstall.errors import ArtifactRejected
 from cosyinstall.progress import NullReporter
+from support import small_manifest
 
-MANIFEST = """
-name = "t"
-[target]
-python = "3.10"
-platform = "x86_64-manylinux_2_28"
-[packages]
-requirements = ["six==1.16.0"]
-[app]
-path = "app"
-[[models]]
-name = "m"
-source = "local"
-repo = "weights"
-[server]
-command = ["python", "server.py", "--port", "{port}"]
-port = 6008
-ready-log = "ready"
-"""
+MANIFEST = small_manifest("weights")
 TARGET = {"python": "3.10", "platform": "x86_64-manylinux_2_28"}
 
 

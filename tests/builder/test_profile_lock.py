@@ -12,26 +12,9 @@ from cosyinstall.errors import ArtifactRejected, UsageError
 from cosybuild.lockfile import Lock, read_lock, stale_sections, write_lock
 from cosybuild.profile import load_profile
 from cosybuild.resolve import LockedFile
-from support import cosybuild, one_sentence
+from support import cosybuild, one_sentence, small_manifest
 
-GOOD = """
-name = "t"
-[target]
-python = "3.10"
-platform = "x86_64-manylinux_2_28"
-[packages]
-requirements = ["six==1.16.0"]
-[app]
-path = "app"
-[[models]]
-name = "m"
-source = "local"
-repo = "m"
-[server]
-command = ["python", "server.py", "--port", "{port}"]
-port = 6008
-ready-log = "ready"
-"""
+GOOD = small_manifest("m")
 
 
 def write(tmp_path: Path, text: str) -> Path:
