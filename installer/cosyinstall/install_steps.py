@@ -412,9 +412,11 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
         feed.finish()
         rmtree(run.tree.staging("venv-feed"))
         python = run.feed_python
-        assert python is not None
+        assert python is not None  # set by the feed's prepare(), which finish() proved ran
         reporter.info("venv: built %s from CPython %s, filled by %d uv runs while the upload was read"
                       % (tree.venv, ".".join(map(str, python.version)), feed.batches))
+        _check_against_lock(uv, tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL), source)
+        packages = [{"name": p.name, "version": p.version} for p in source.packages()]
     else:
         python = _venv_python(run, staged.staging)
         record = inst.venv_record(tree)
@@ -433,20 +435,7 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
             gone = dropped_packages((record or {}).get("packages", []), [p.to_json() for p in source.packages()])
             if gone:
                 uv.uninstall(tree, gone)
-    if feed is not None:
-        _check_against_lock(uv, tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL), source)
-        packages = [{"name": p.name, "version": p.version} for p in source.packages()]
-    elif source.handmade:
-        requirements = os.path.join(staged.staging, REQUIREMENTS_REL) if source.has(REQUIREMENTS_REL) else None
-        uv_wheel = source.uv_wheel_rel()
-        files = [] if requirements else [os.path.join(staged.staging, r) for r in source.wheel_rels() if r != uv_wheel]
-        uv.install(tree, wheels, requirements, files, require_hashes=False)
-        packages = [{"name": n, "version": v} for n, v in sorted(installed_dists(tree).items())]
-    else:
-        requirements = os.path.join(staged.staging, REQUIREMENTS_REL)
-        uv.install(tree, wheels, requirements)
-        _check_against_lock(uv, tree, wheels, requirements, source)
-        packages = [{"name": p.name, "version": p.version} for p in source.packages()]
+        packages = _install_all(uv, tree, staged.staging, source)
     _lock_mode(tree)
     if uv_exe == os.path.join(staged.staging, UV_REL):
         # Kept for later steps (models carry wheels) and for the user: the box has no other uv.
@@ -470,6 +459,21 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
         keep_venv_files(tree, staged.staging)  # after finish: a crash leaves the older base, never a partial one
     else:
         rmtree(staged.staging)
+
+
+def _install_all(uv: Uv, tree: InstallTree, staging: str, source: PackagesSource) -> List[Dict[str, str]]:
+    """One uv run on every staged wheel (an update, or a hand-made zip); the packages now installed."""
+    wheels = os.path.join(staging, WHEELS_DIR)
+    if source.handmade:
+        requirements = os.path.join(staging, REQUIREMENTS_REL) if source.has(REQUIREMENTS_REL) else None
+        uv_wheel = source.uv_wheel_rel()
+        files = [] if requirements else [os.path.join(staging, r) for r in source.wheel_rels() if r != uv_wheel]
+        uv.install(tree, wheels, requirements, files, require_hashes=False)
+        return [{"name": n, "version": v} for n, v in sorted(installed_dists(tree).items())]
+    requirements = os.path.join(staging, REQUIREMENTS_REL)
+    uv.install(tree, wheels, requirements)
+    _check_against_lock(uv, tree, wheels, requirements, source)
+    return [{"name": p.name, "version": p.version} for p in source.packages()]
 
 
 def _lock_mode(tree: InstallTree) -> None:

@@ -6,8 +6,8 @@ out of that stream and handed, in order, to worker threads that inflate (bounded
 declared size), hash (against the manifest's sha256, or the directory's CRC-32 when there is
 none) and write them; zlib, hashlib and file writes release the GIL, so members are verified
 in parallel while the reader goes on. Both digests are needed: SHA256SUMS can be rewritten on
-the box after a damaged transfer, the manifest's sha256 are the builder's own. The bytes in flight are bounded (BUDGET), so memory
-stays flat whatever the zip holds. Nothing is published here: the caller commits only after
+the box after a damaged transfer, the manifest's sha256 are the builder's own. The bytes in
+flight are bounded (BUDGET), so memory stays flat whatever the zip holds. Nothing is published here: the caller commits only after
 `stage_one_pass` returned, i.e. after the whole-file digest matched.
 
 With jobs=1 everything runs on the calling thread. A member this pass cannot decode itself

@@ -3,10 +3,11 @@
 A first install (or a rebuild) would otherwise read the whole packages zip and only then start
 uv, leaving uv's half of the work and the read's half one after the other. Here a thread waits
 for the members uv needs first (its binary, and the bundled CPython when that is the one
-chosen), creates the venv, then runs `uv pip install --no-deps` on whatever wheels the pass has
-written and checked against their sha256 since the last run, until the pass ends. Every batch names its wheels `name==version` from a find-links folder of
-hard links that holds only finished wheels, so uv never sees a half-written file and records
-them as it would from the whole requirements file.
+chosen), creates the venv, then runs `uv pip install --no-deps` on whatever wheels the pass
+has written and checked against their sha256 since the last run, until the pass ends. Every
+batch names its wheels `name==version` from a find-links folder of hard links that holds only
+finished wheels, so uv never sees a half-written file and records them as it would from the
+whole requirements file.
 
 Nothing here is a commit: the venv belongs to the generation being built aside and the journal
 holds the venv step as pending, so a pass that fails (a whole-file digest that does not match
@@ -16,9 +17,11 @@ SHA256SUMS) stops the feeding and the failed apply removes the venv as before.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from typing import Callable, Dict, List, Optional, Set
 
+from cosyinstall.errors import ArtifactRejected, is_disk_full
 from cosyinstall.progress import Reporter
 from cosyinstall.uvprogress import InstallProgress
 
@@ -69,7 +72,13 @@ class VenvFeed:
         """A staged file is complete and verified (called from the pass's threads)."""
         if rel in self.wheels:
             # A hard link into the folder uv reads: it only ever holds whole, verified wheels.
-            os.link(path, os.path.join(self.ready_dir, os.path.basename(path)))
+            ready = os.path.join(self.ready_dir, os.path.basename(path))
+            try:
+                os.link(path, ready)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise
+                shutil.copyfile(path, ready)  # a filesystem without hard links: a copy, once
         with self._cond:
             self.needs.discard(rel)
             if rel in self.wheels:
@@ -87,8 +96,9 @@ class VenvFeed:
         if self.error is not None:
             raise self.error
         if self.needs or self.installed != len(self.wheels):
-            missing = sorted(self.needs) or sorted(set(self.wheels) - set(self._given))
-            raise AssertionError("the venv feed ended with %s not installed" % missing[:3])
+            missing = sorted(self.needs) or sorted(set(self.wheels) - self._given)
+            raise ArtifactRejected("the venv was left without %s: it never arrived from the upload" % missing[0],
+                                   "run apply again; if it says this again, upload the bundle again")
 
     def abort(self) -> None:
         """The pass failed: stop after the uv run under way (whose venv the failed apply removes)."""
@@ -130,11 +140,11 @@ class VenvFeed:
 
     def _install(self, batch: List[str]) -> None:
         self.batches += 1
-        requirements = os.path.join(self.ready_dir, "..", "batch-%d.txt" % self.batches)
+        requirements = os.path.join(os.path.dirname(self.ready_dir), "batch-%d.txt" % self.batches)
         with open(requirements, "w", encoding="utf-8") as out:
             for rel in sorted(batch):
                 out.write(self.wheels[rel] + "\n")
-        self.install(os.path.normpath(requirements), self.ready_dir)
+        self.install(requirements, self.ready_dir)
         self.installed += len(batch)
         self._given.update(batch)
         self.reporter.detail("venv: %d of %d packages installed while the upload is read (batch %d, %d wheels)"

@@ -20,7 +20,8 @@ from typing import List
 
 import pytest
 
-from cosyinstall import onepass
+from cosyinstall import onepass, venv_feed
+from cosyinstall.errors import ArtifactRejected
 from cosyinstall.install_plan import Item
 from cosyinstall.onepass import Target, stage_one_pass
 from cosyinstall.progress import NullReporter
@@ -135,6 +136,26 @@ def test_a_failed_pass_stops_the_feed_and_uv_errors_reach_the_apply(tmp_path: Pa
     _land(feed, staging, "wheels/a.whl")
     with pytest.raises(RuntimeError, match="uv failed"):
         feed.finish()
+
+
+def test_a_feed_missing_what_uv_needs_ends_in_one_sentence_and_links_fall_back_to_copies(
+        tmp_path: Path, monkeypatch) -> None:
+    staging = tmp_path / "staging"
+    rec = _Recorder(tmp_path / "feed" / "ready")
+    feed = _feed(tmp_path, {"wheels/a.whl": 10}, rec).start()
+    _land(feed, staging, "wheels/a.whl")
+    with pytest.raises(ArtifactRejected, match="the venv was left without uv/uv"):
+        feed.finish()  # a bug-only state, but still a sentence and exit 3, never a traceback
+
+    def no_links(src: str, dst: str) -> None:
+        raise PermissionError(1, "Operation not permitted", src)
+
+    monkeypatch.setattr(venv_feed.os, "link", no_links)  # a filesystem without hard links
+    rec = _Recorder(tmp_path / "feed2" / "ready")
+    feed = _feed(tmp_path, {"wheels/b.whl": 10}, rec, needs=()).start()
+    _land(feed, staging, "wheels/b.whl")
+    feed.finish()
+    assert rec.batches == [["b==1"]] and (rec.ready / "b.whl").read_bytes() == b"wheels/b.whl"
 
 
 # -- the one read ---------------------------------------------------------------------------

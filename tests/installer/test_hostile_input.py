@@ -106,19 +106,20 @@ def _sums_of_300_mb_comments(up: Path) -> str:
     return "SHA256SUMS is larger than 1048576 bytes"
 
 
-def _sums_with_a_5000_digit_size(up: Path) -> str:
+def _models_with_a_sums_size_of(up: Path, digits: int) -> None:
     _models_zip(up, manifest_bytes("models", MODELS))
     rewrite_sums(up)
     sums = up / "SHA256SUMS"
-    sums.write_text("# size %s pretrained_models.zip\n" % ("7" * 5000) + sums.read_text())
+    sums.write_text("# size %s pretrained_models.zip\n" % ("7" * digits) + sums.read_text())
+
+
+def _sums_with_a_5000_digit_size(up: Path) -> str:
+    _models_with_a_sums_size_of(up, 5000)
     return "SHA256SUMS has a line longer than 4096 bytes"
 
 
 def _sums_with_a_30_digit_size(up: Path) -> str:
-    _models_zip(up, manifest_bytes("models", MODELS))
-    rewrite_sums(up)
-    sums = up / "SHA256SUMS"
-    sums.write_text("# size %s pretrained_models.zip\n" % ("7" * 30) + sums.read_text())
+    _models_with_a_sums_size_of(up, 30)
     return "SHA256SUMS line 1 gives a size of 30 digits, which no file has"
 
 
