@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
+
+# Seconds to let the kernel settle after the drop: on a VM that reports free memory to its host
+# (free page reporting), what was just freed is handed back over the next seconds, and a run that
+# started at once would find cheap recycled pages where the next one finds costly fresh ones.
+SETTLE = 5.0
 
 
 def drop_caches() -> bool:
@@ -11,6 +17,7 @@ def drop_caches() -> bool:
     try:
         with open("/proc/sys/vm/drop_caches", "w") as handle:
             handle.write("3\n")
-        return True
     except OSError:
         return False
+    time.sleep(SETTLE)
+    return True

@@ -236,3 +236,22 @@ command = ["python", "server.py", "--port", "{port}"]
 port = 6008
 ready-log = "ready"
 """ % model_repo
+
+
+class PassReader:
+    """The reader stage_one_pass asks for (path, label, each member's info with its data offset, mtime)."""
+
+    def __init__(self, path: Path) -> None:
+        from cosyinstall.zipcheck import check_zip
+
+        self.path = str(path)
+        self.label = path.name
+        self.zip = check_zip(str(path))
+
+    def _info(self, key: str):
+        return self.zip.getinfo(key)
+
+    def mtime(self, key: str) -> float:
+        from cosyinstall.zipread import member_time
+
+        return member_time(self._info(key))

@@ -7,8 +7,13 @@ declared size), hash (against the manifest's sha256, or the directory's CRC-32 w
 none) and write them; zlib, hashlib and file writes release the GIL, so members are verified
 in parallel while the reader goes on. Both digests are needed: SHA256SUMS can be rewritten on
 the box after a damaged transfer, the manifest's sha256 are the builder's own. The bytes in
-flight are bounded (BUDGET), so memory stays flat whatever the zip holds. Nothing is published here: the caller commits only after
-`stage_one_pass` returned, i.e. after the whole-file digest matched.
+flight are bounded (BUDGET), so memory stays flat whatever the zip holds. Nothing is published
+here: the caller commits only after `stage_one_pass` returned, i.e. after the whole-file digest
+matched.
+
+The page cache is spared on both sides, because its kernel time is taken from the cores uv
+needs: large members are written past it (directwrite.py), and the upload's own pages are let
+go of behind the read (pagecache.py).
 
 With jobs=1 everything runs on the calling thread. A member this pass cannot decode itself
 (Deflate64, hand-made zips only) is extracted afterwards through the reader's own stream.
@@ -26,8 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
 
 from cosyinstall.artifact import FileEntry
+from cosyinstall.directwrite import Direct
 from cosyinstall.errors import ArtifactRejected, DiskFull, is_disk_full
 from cosyinstall.install_plan import Item
+from cosyinstall.pagecache import Behind
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.safepath import make_dirs
 
@@ -107,8 +114,9 @@ class _Share:
 class _Member:
     """Inflate, bound, hash and write one member from its compressed pieces, in order."""
 
-    def __init__(self, target: Target, info: zipfile.ZipInfo, label: str, mtime: float) -> None:
+    def __init__(self, target: Target, info: zipfile.ZipInfo, label: str, mtime: float, direct: Direct) -> None:
         self.target = target
+        self.direct = direct
         self.info = info
         self.what = "%s in %s" % (target.item.key, label)
         self.mtime = mtime
@@ -131,10 +139,13 @@ class _Member:
         assert self.out is not None
         self.out.write(data)
 
+    def _open(self) -> None:
+        make_dirs(os.path.dirname(self.target.path))
+        self.out = self.direct.open(self.target.path, self.target.item.size)
+
     def feed(self, piece: memoryview) -> None:
         if self.out is None:
-            make_dirs(os.path.dirname(self.target.path))
-            self.out = open(self.target.path, "wb")
+            self._open()
         if self.inflater is None:
             self._emit(piece)
             return
@@ -153,8 +164,7 @@ class _Member:
 
     def finish(self) -> None:
         if self.out is None:  # an empty member
-            make_dirs(os.path.dirname(self.target.path))
-            self.out = open(self.target.path, "wb")
+            self._open()
         if self.inflater is not None:
             tail = self.inflater.flush()
             if tail:
@@ -171,10 +181,11 @@ class _Member:
         if item.sha256 is None and (self.crc & 0xFFFFFFFF) != self.info.CRC:
             raise ArtifactRejected("%s is corrupt (CRC-32 differs)" % self.what)
         out = self.out
+        assert out is not None
         self.out = None
+        out.end()
         # Modes are the installer's, never the umask's or the zip's beyond the executable bit.
         os.fchmod(out.fileno(), 0o755 if item.executable else 0o644)
-        out.flush()
         if self.target.durable:
             # On disk before it is renamed into the tree (a power cut then leaves old or new, never empty).
             os.fsync(out.fileno())
@@ -260,6 +271,7 @@ def stage_one_pass(
     reporter = reporter or NullReporter()
     path, label = reader.path, reader.label
     whole = expected_sha256 is not None
+    direct = Direct()
     members: List[Tuple[int, int, _Member]] = []
     later: List[Target] = []
     for target in targets:
@@ -268,7 +280,8 @@ def stage_one_pass(
         if offset is None or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             later.append(target)
             continue
-        members.append((offset, info.compress_size, _Member(target, info, label, reader.mtime(target.item.key))))
+        members.append((offset, info.compress_size,
+                        _Member(target, info, label, reader.mtime(target.item.key), direct)))
     members.sort(key=lambda m: m[0])
     size = os.path.getsize(path)
     total = size if whole else sum(m[1] for m in members)
@@ -290,6 +303,7 @@ def stage_one_pass(
             pipe.close()
         for _offset, _length, member in members:
             _quiet_close(member)
+        direct.close()
     if pipe is not None and pipe.errors:
         first = pipe.errors[0]
         _wrap(first, whole, mismatch)
@@ -342,6 +356,7 @@ def _read(path: str, size: int, members: List[Tuple[int, int, _Member]], hasher:
     index = 0
     pos = 0
     with open(path, "rb", buffering=0) as handle:
+        forget = Behind(handle.fileno())
         while pos < size and (hasher is not None or index < len(members)):
             if pipe is not None and pipe.failed.is_set():
                 return
@@ -362,7 +377,9 @@ def _read(path: str, size: int, members: List[Tuple[int, int, _Member]], hasher:
             end = pos + want
             index = _dispatch(memoryview(chunk), pos, end, members, index, pipe)
             pos = end
+            forget.upto(pos)
             advance(want)
+        forget.upto(pos, final=True)
 
 
 def _dispatch(view: memoryview, pos: int, end: int, members: List[Tuple[int, int, _Member]], index: int,

@@ -22,6 +22,7 @@ import threading
 from typing import Callable, Dict, List, Optional, Set
 
 from cosyinstall.errors import ArtifactRejected, is_disk_full
+from cosyinstall.pagecache import forget_file
 from cosyinstall.progress import Reporter
 from cosyinstall.uvprogress import InstallProgress
 
@@ -145,6 +146,8 @@ class VenvFeed:
             for rel in sorted(batch):
                 out.write(self.wheels[rel] + "\n")
         self.install(requirements, self.ready_dir)
+        for rel in batch:  # unpacked into uv's cache: its pages go to what the next runs write
+            forget_file(os.path.join(self.ready_dir, os.path.basename(rel)))
         self.installed += len(batch)
         self._given.update(batch)
         self.reporter.detail("venv: %d of %d packages installed while the upload is read (batch %d, %d wheels)"

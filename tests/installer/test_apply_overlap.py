@@ -26,10 +26,8 @@ from cosyinstall.install_plan import Item
 from cosyinstall.onepass import Target, stage_one_pass
 from cosyinstall.progress import NullReporter
 from cosyinstall.venv_feed import VenvFeed
-from cosyinstall.zipcheck import check_zip
-from cosyinstall.zipread import member_time
 from cosyinstall.zipwrite import Member, member_order, write_artifact
-from support import apply_argv, run
+from support import PassReader, apply_argv, run
 
 
 class _NoProgress:
@@ -177,19 +175,6 @@ class _Counting:
         return self._h.hexdigest()
 
 
-class _Reader:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.label = path.name
-        self.zip = check_zip(str(path))
-
-    def _info(self, key: str) -> zipfile.ZipInfo:
-        return self.zip.getinfo(key)
-
-    def mtime(self, key: str) -> float:
-        return member_time(self._info(key))
-
-
 @pytest.mark.parametrize("jobs", [1, 2, 4])
 def test_one_pass_reads_once_hashes_file_and_members_and_writes_exact_members(tmp_path: Path, monkeypatch, jobs: int) -> None:
     files = {"wheels/w%d.whl" % i: os.urandom(300_000 + 7919 * i) for i in range(6)}
@@ -205,7 +190,7 @@ def test_one_pass_reads_once_hashes_file_and_members_and_writes_exact_members(tm
 
     _Counting.total = 0
     targets = [Target(i, str(tmp_path / "out" / i.rel), durable=False) for i in items]
-    assert stage_one_pass(_Reader(path), targets, whole, None, jobs=jobs) == whole
+    assert stage_one_pass(PassReader(path), targets, whole, None, jobs=jobs) == whole
     # One read: the whole file through its digest, each member's bytes through its own; nothing more.
     assert _Counting.total == path.stat().st_size + sum(len(d) for d in files.values())
     for item, target in zip(items, targets, strict=True):
@@ -215,7 +200,7 @@ def test_one_pass_reads_once_hashes_file_and_members_and_writes_exact_members(tm
     # An upload verified before (no whole-file digest asked): each member is hashed on its own.
     _Counting.total = 0
     targets = [Target(i, str(tmp_path / "again" / i.rel), durable=False) for i in items]
-    stage_one_pass(_Reader(path), targets, None, None, jobs=jobs)
+    stage_one_pass(PassReader(path), targets, None, None, jobs=jobs)
     assert _Counting.total == sum(len(d) for d in files.values())
 
 
