@@ -66,7 +66,8 @@ class Direct:
 
     def open(self, path: str, size: int) -> "DirectFile":
         """A new file at `path` (truncated) for `size` bytes; direct when large and still permitted."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        # Never through a link planted in the staging folder (issue 12: links are never followed).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         if self.enabled and size >= DIRECT_MIN:
             try:
                 fd = os.open(path, flags | _O_DIRECT, 0o644)

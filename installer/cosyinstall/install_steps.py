@@ -71,7 +71,6 @@ class Run:
         self.passes = UploadPasses(bundle, self.jobs, reporter)
         # A venv built from scratch is filled by uv while the upload is still read (venv_feed.py).
         self.feed: Optional[VenvFeed] = None
-        self.feed_python: Optional[PythonFound] = None
 
     def uv(self, exe: str) -> Uv:
         """A runner of `exe` that keeps the apply lock held while uv runs."""
@@ -300,11 +299,11 @@ def _feed(run: Run, source: PackagesSource, staging: str) -> Optional[VenvFeed]:
     tree = run.tree
     uv = run.uv(os.path.join(staging, UV_REL))
 
-    def prepare() -> None:
+    def prepare() -> PythonFound:
         python = _venv_python(run, staging)
-        run.feed_python = python
         rmtree(tree.venv)
         uv.create_venv(python.path, tree)
+        return python
 
     # Its own scratch folder beside the staging: the staged files are kept whole for the next delta.
     rmtree(run.tree.staging("venv-feed"))
@@ -411,8 +410,8 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
         uv = run.uv(uv_exe)
         feed.finish()
         rmtree(run.tree.staging("venv-feed"))
-        python = run.feed_python
-        assert python is not None  # set by the feed's prepare(), which finish() proved ran
+        python = feed.prepared
+        assert python is not None  # returned by the feed's prepare(), which finish() proved ran
         reporter.info("venv: built %s from CPython %s, filled by %d uv runs while the upload was read"
                       % (tree.venv, ".".join(map(str, python.version)), feed.batches))
         _check_against_lock(uv, tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL), source)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from typing import Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from cosyinstall.errors import ArtifactRejected, is_disk_full
 from cosyinstall.pagecache import forget_file
@@ -33,12 +33,12 @@ class VenvFeed:
     """One feeding thread: `landed(rel, path)` from the pass, `finish()` or `abort()` from the apply.
 
     `needs` are the staged files the first batch waits for; `prepare()` runs once they are all
-    there (it creates the venv); `install(requirements, find_links)` runs one uv batch.
+    there (it creates the venv) and what it returns is kept as `prepared`; `install(requirements, find_links)` runs one uv batch.
     `wheels` maps each wheel's staged rel path to its requirement line (`name==version`).
     """
 
     def __init__(self, wheels: Dict[str, str], needs: Set[str], ready_dir: str,
-                 prepare: Callable[[], None], install: Callable[[str, str], None],
+                 prepare: Callable[[], Any], install: Callable[[str, str], None],
                  progress: Callable[[int], InstallProgress], reporter: Reporter,
                  sizes: Optional[Dict[str, int]] = None) -> None:
         self.wheels = dict(wheels)
@@ -50,6 +50,7 @@ class VenvFeed:
         self.needs = set(needs)
         self.ready_dir = ready_dir
         self.prepare = prepare
+        self.prepared: Any = None
         self.install = install
         self.progress = progress
         self.reporter = reporter
@@ -117,7 +118,7 @@ class VenvFeed:
                     self._cond.wait()
                 if self._aborted or self.needs:
                     return
-            self.prepare()
+            self.prepared = self.prepare()
             while True:
                 with self._cond:
                     while not self._ended and not self._enough():

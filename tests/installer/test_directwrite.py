@@ -171,3 +171,14 @@ def test_forget_file_drops_a_consumed_wheel_and_ignores_a_missing_one(tmp_path: 
     cached = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(wheel)],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert int(cached) == 0
+
+
+def test_a_link_planted_where_a_staged_file_goes_is_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    (tmp_path / "staged.whl").symlink_to(victim)
+    for size in (10, 2 * DIRECT_MIN):
+        with pytest.raises(OSError) as caught:
+            Direct().open(str(tmp_path / "staged.whl"), size)
+        assert caught.value.errno == errno.ELOOP
+    assert victim.read_bytes() == b"keep me"
