@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+from typing import Dict, Iterable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 PYZ = "cosyinstall.pyz"
@@ -255,3 +260,39 @@ class PassReader:
         from cosyinstall.zipread import member_time
 
         return member_time(self._info(key))
+
+
+def dist_name(name: str) -> str:
+    """A project name as wheel file names spell it."""
+    return re.sub(r"[-_.]+", "_", name)
+
+
+def wheel_metadata(name: str, version: str, requires: Iterable[str]) -> str:
+    lines = ["Metadata-Version: 2.1", "Name: " + name, "Version: " + version]
+    lines += ["Requires-Dist: " + r for r in requires]
+    return "\n".join(lines) + "\n"
+
+
+def make_wheel(directory: Path, name: str, version: str, requires: Iterable[str] = (), tag: str = "py3-none-any",
+               payload: str = "", extra: Optional[Dict[str, str]] = None) -> Path:
+    """A real, installable wheel with one module named after the project (plus `extra` members)."""
+    dist, module = dist_name(name), dist_name(name).lower()
+    info = "%s-%s.dist-info" % (dist, version)
+    files = {
+        module + "/__init__.py": "VERSION = %r\n%s" % (version, payload),
+        info + "/METADATA": wheel_metadata(name, version, requires),
+        info + "/WHEEL": "Wheel-Version: 1.0\nGenerator: loopindex\nRoot-Is-Purelib: true\nTag: %s\n" % tag,
+    }
+    files.update(extra or {})
+    record = []
+    for path, text in files.items():
+        data = text.encode()
+        digest = hashlib.sha256(data).digest()
+        record.append("%s,sha256=%s,%d" % (path, base64.urlsafe_b64encode(digest).rstrip(b"=").decode(), len(data)))
+    record.append(info + "/RECORD,,")
+    files[info + "/RECORD"] = "\n".join(record) + "\n"
+    path = directory / ("%s-%s-%s.whl" % (dist, version, tag))
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0)), text)
+    return path

@@ -26,6 +26,7 @@ __all__ = [
     "remove_paths",
     "set_mode",
     "rmtree",
+    "move_over",
     "inside",
     "write_atomically",
 ]
@@ -119,13 +120,13 @@ def publish(staging: str, dest: str, rel_paths: Iterable[str]) -> None:
         touched.update(_make_parent(dest, parent))
         if os.path.isdir(target) and not os.path.islink(target):
             shutil.rmtree(target)
-        _move(os.path.join(staging, rel), target)
+        move_over(os.path.join(staging, rel), target)
         touched.add(parent)
     # Power-cut ordering: every rename (and new folder) durable before the journal records the step.
     fsync_dirs(touched)
 
 
-def _move(src: str, target: str) -> None:
+def move_over(src: str, target: str) -> None:
     """os.replace; across filesystems (pretrained_models linked to another disk) copy beside, then replace."""
     try:
         os.replace(src, target)

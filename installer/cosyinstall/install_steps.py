@@ -41,6 +41,7 @@ from cosyinstall.venv_check import mismatched
 from cosyinstall.generations import set_aside
 from cosyinstall.uvprogress import InstallProgress
 from cosyinstall.venv_feed import VenvFeed
+from cosyinstall.venv_lanes import Lanes
 
 __all__ = ["Run", "todo", "install", "after_failure", "uv_row"]
 
@@ -305,12 +306,26 @@ def _feed(run: Run, source: PackagesSource, staging: str) -> Optional[VenvFeed]:
         uv.create_venv(python.path, tree)
         return python
 
+    # A side venv per further lane, made from the same CPython as the venv (venv_lanes.py).
+    lanes = Lanes(tree.venv, tree.work, lambda path: uv.create_venv_at(feed.prepared.path, path))
+
+    def install(requirements: str, found: str, lane: int) -> None:
+        uv.install_batch(lanes.python(lane) if lane else tree.venv_python, requirements, found)
+
     # Its own scratch folder beside the staging: the staged files are kept whole for the next delta.
     rmtree(run.tree.staging("venv-feed"))
-    return VenvFeed(wheels, needs, os.path.join(run.tree.staging("venv-feed"), "ready"), prepare,
-                    lambda requirements, found: uv.install_batch(tree, requirements, found),
-                    lambda left: InstallProgress(tree, left, run.reporter), run.reporter,
-                    sizes={i.rel: i.size for i in source.venv_items()})
+    feed = VenvFeed(wheels, needs, os.path.join(run.tree.staging("venv-feed"), "ready"), prepare, install,
+                    lambda left: InstallProgress(tree, left, run.reporter, lanes=lanes.roots), run.reporter,
+                    sizes={i.rel: i.size for i in source.venv_items()},
+                    lanes=feed_lanes(run.jobs), open_lane=lanes.open, merge=lanes.merge)
+    return feed
+
+
+def feed_lanes(jobs: int) -> int:
+    """uv runs at once while the upload is read: two on a box with two cores or more (see venv_lanes.py)."""
+    # Two, not one per core: each uv run already unpacks as many wheels at once as there are
+    # cores; the second only takes the cores the first leaves idle on its largest wheel.
+    return 2 if jobs >= 2 else 1
 
 
 def _venv_python(run: Run, staging: str) -> PythonFound:
@@ -412,8 +427,8 @@ def _commit_venv(run: Run, staged: Staged, digest: str) -> None:
         rmtree(run.tree.staging("venv-feed"))
         python = feed.prepared
         assert python is not None  # returned by the feed's prepare(), which finish() proved ran
-        reporter.info("venv: built %s from CPython %s, filled by %d uv runs while the upload was read"
-                      % (tree.venv, ".".join(map(str, python.version)), feed.batches))
+        reporter.info("venv: built %s from CPython %s, filled by %d uv runs (%d at a time) while the upload was read"
+                      % (tree.venv, ".".join(map(str, python.version)), feed.batches, len(feed.lanes_used)))
         _check_against_lock(uv, tree, wheels, os.path.join(staged.staging, REQUIREMENTS_REL), source)
         packages = [{"name": p.name, "version": p.version} for p in source.packages()]
     else:

@@ -12,7 +12,7 @@ import glob
 import os
 import threading
 import time
-from typing import Optional, Sequence, Set
+from typing import Callable, Optional, Sequence, Set
 
 from cosyinstall.progress import Reporter, _eta as _elapsed
 from cosyinstall.tree import InstallTree
@@ -36,16 +36,19 @@ def count_requirements(requirements: Optional[str], files: Sequence[str] = ()) -
     return total
 
 
-def _dist_infos(tree: InstallTree) -> Set[str]:
-    return set(glob.glob(os.path.join(tree.venv_lib, "python*", "site-packages", "*.dist-info")))
+def _dist_infos(roots: Sequence[str]) -> Set[str]:
+    """Names of the dist-info folders in the venvs at `roots` (a name moved between them counts once)."""
+    return {os.path.basename(path) for root in roots
+            for path in glob.glob(os.path.join(root, "lib", "python*", "site-packages", "*.dist-info"))}
 
 
 class InstallProgress:
     """A context: counts new dist-info folders every `interval` s and reports `label: N of M, T`."""
 
     def __init__(self, tree: InstallTree, total: int, reporter: Reporter, label: str = "installing packages",
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, lanes: Callable[[], Sequence[str]] = lambda: ()) -> None:
         self.tree = tree
+        self.lanes = lanes  # side venvs uv fills beside the venv (venv_lanes.py), counted with it
         self.total = total
         self.reporter = reporter
         self.label = label
@@ -57,7 +60,10 @@ class InstallProgress:
         self._last_line = 0.0
 
     def done(self) -> int:
-        return min(len(_dist_infos(self.tree) - self._before), self.total)
+        return min(len(self._now() - self._before), self.total)
+
+    def _now(self) -> Set[str]:
+        return _dist_infos([self.tree.venv] + list(self.lanes()))
 
     def line(self) -> str:
         return "%s: %d of %d, %s" % (self.label, self.done(), self.total, _elapsed(time.monotonic() - self._start))
@@ -82,7 +88,7 @@ class InstallProgress:
             self._show(final=False)
 
     def __enter__(self) -> "InstallProgress":
-        self._before = _dist_infos(self.tree)
+        self._before = self._now()
         self._start = self._last_line = time.monotonic()
         if self.total:
             self._thread = threading.Thread(target=self._loop, name="uv-progress", daemon=True)

@@ -103,9 +103,12 @@ class Uv:
                                "see .cosyinstall/install.log for uv's full output")
 
     def create_venv(self, python: str, tree: InstallTree) -> None:
+        self.create_venv_at(python, tree.venv)
+
+    def create_venv_at(self, python: str, path: str) -> None:
         # Relocatable: launchers find python relative to themselves, so the venv works through
         # <to>/.venv and through its generation's real path, and a new generation can hard-link it.
-        self.run(["venv", "--quiet", "--relocatable", "--python", python, tree.venv], "creating the venv")
+        self.run(["venv", "--quiet", "--relocatable", "--python", python, path], "creating the venv")
 
     def install(self, tree: InstallTree, wheels: str, requirements: Optional[str], files: Sequence[str] = (),
                 require_hashes: bool = True, reinstall: Sequence[str] = ()) -> None:
@@ -121,12 +124,13 @@ class Uv:
         with InstallProgress(tree, count_requirements(requirements, files), self.reporter):
             self.run(args, "installing packages")
 
-    def install_batch(self, tree: InstallTree, requirements: str, find_links: str) -> None:
-        """Install the `name==version` lines of `requirements` from the finished wheels in `find_links`."""
+    def install_batch(self, venv_python: str, requirements: str, find_links: str) -> None:
+        """Install the `name==version` lines of `requirements` from the finished wheels in `find_links`
+        into the venv of `venv_python` (the venv being built, or a side venv of it)."""
         # No hashes: each wheel was checked against its sha256 before it was linked into find_links;
         # uv hashing 3 GB again would only repeat that.
         # No dependencies: the lock's whole set arrives batch by batch, and is checked as one afterwards.
-        self.run(["pip", "install", "--python", tree.venv_python, "--no-index", "--no-deps", "--no-build",
+        self.run(["pip", "install", "--python", venv_python, "--no-index", "--no-deps", "--no-build",
                   "--find-links", find_links, "--requirement", requirements], "installing packages")
 
     def install_exact(self, tree: InstallTree, requirements: str, reinstall: Sequence[str] = ()) -> None:

@@ -9,6 +9,11 @@ batch names its wheels `name==version` from a find-links folder of hard links th
 finished wheels, so uv never sees a half-written file and records them as it would from the
 whole requirements file.
 
+With `lanes` above 1, that many threads take batches: lane 0 installs into the venv, each
+other lane into a side venv of its own (venv_lanes.py), so a second uv run unpacks the wheels
+that landed while the first is still on torch instead of waiting for uv's lock on the venv.
+finish() joins them all and hands the lanes' files to the venv (`merge`).
+
 Nothing here is a commit: the venv belongs to the generation being built aside and the journal
 holds the venv step as pending, so a pass that fails (a whole-file digest that does not match
 SHA256SUMS) stops the feeding and the failed apply removes the venv as before.
@@ -30,17 +35,22 @@ __all__ = ["VenvFeed"]
 
 
 class VenvFeed:
-    """One feeding thread: `landed(rel, path)` from the pass, `finish()` or `abort()` from the apply.
+    """Feeding threads: `landed(rel, path)` from the pass, `finish()` or `abort()` from the apply.
 
     `needs` are the staged files the first batch waits for; `prepare()` runs once they are all
-    there (it creates the venv) and what it returns is kept as `prepared`; `install(requirements, find_links)` runs one uv batch.
+    there (it creates the venv) and what it returns is kept as `prepared`;
+    `install(requirements, find_links, lane)` runs one uv batch into lane `lane` (0: the venv);
+    `open_lane(lane)` makes side venv `lane` before its first batch; `merge()` moves the side
+    venvs into the venv once every run has ended.
     `wheels` maps each wheel's staged rel path to its requirement line (`name==version`).
     """
 
     def __init__(self, wheels: Dict[str, str], needs: Set[str], ready_dir: str,
-                 prepare: Callable[[], Any], install: Callable[[str, str], None],
+                 prepare: Callable[[], Any], install: Callable[[str, str, int], None],
                  progress: Callable[[int], InstallProgress], reporter: Reporter,
-                 sizes: Optional[Dict[str, int]] = None) -> None:
+                 sizes: Optional[Dict[str, int]] = None, lanes: int = 1,
+                 open_lane: Callable[[int], None] = lambda lane: None,
+                 merge: Callable[[], Any] = lambda: None) -> None:
         self.wheels = dict(wheels)
         self.sizes = dict(sizes or {})
         # A uv run lasts as long as its largest wheel (one wheel is unpacked by one thread): a run
@@ -52,22 +62,28 @@ class VenvFeed:
         self.prepare = prepare
         self.prepared: Any = None
         self.install = install
+        self.open_lane = open_lane
+        self.merge = merge
         self.progress = progress
         self.reporter = reporter
         self._cond = threading.Condition()
         self._landed: List[str] = []  # wheel rels written and verified, not yet given to uv
         self._ended = False
         self._aborted = False
+        self._venv_made = False
         self.error: Optional[BaseException] = None
         self.installed = 0
         self.batches = 0
+        self.lanes_used: Set[int] = set()
         self._given: Set[str] = set()
-        self._thread = threading.Thread(target=self._run, name="venv-feed", daemon=True)
-        # Made now: files copied from the box for a delta land before the thread starts.
+        self._threads = [threading.Thread(target=self._run, args=(lane,), name="venv-feed-%d" % lane, daemon=True)
+                         for lane in range(max(1, lanes))]
+        # Made now: files copied from the box for a delta land before the threads start.
         os.makedirs(self.ready_dir, exist_ok=True)
 
     def start(self) -> "VenvFeed":
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def landed(self, rel: str, path: str) -> None:
@@ -94,7 +110,10 @@ class VenvFeed:
             left = len(self.wheels) - self.installed
             self._cond.notify_all()
         with self.progress(left):
-            self._thread.join()
+            for thread in self._threads:
+                thread.join()
+            if self.error is None and self._venv_made:
+                self.merge()
         if self.error is not None:
             raise self.error
         if self.needs or self.installed != len(self.wheels):
@@ -103,34 +122,57 @@ class VenvFeed:
                                    "run apply again; if it says this again, upload the bundle again")
 
     def abort(self) -> None:
-        """The pass failed: stop after the uv run under way (whose venv the failed apply removes)."""
+        """The pass failed: stop after the uv runs under way (whose venv the failed apply removes)."""
         with self._cond:
             self._aborted = self._ended = True
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
-    # -- the feeding thread ---------------------------------------------------------------
+    # -- the feeding threads --------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, lane: int) -> None:
         try:
-            with self._cond:
-                while self.needs and not self._ended:
-                    self._cond.wait()
-                if self._aborted or self.needs:
-                    return
-            self.prepared = self.prepare()
+            if not self._venv(lane):
+                return
+            opened = lane == 0
             while True:
                 with self._cond:
-                    while not self._ended and not self._enough():
+                    while not self._ended and self.error is None and not self._enough():
                         self._cond.wait()
-                    if self._aborted:
+                    if self._aborted or self.error is not None:
                         return
                     batch, self._landed = self._landed, []
                     if not batch:
                         return  # ended, and everything landed was installed
-                self._install(batch)
+                    self._given.update(batch)
+                if not opened:
+                    self.open_lane(lane)
+                    opened = True
+                self._install(batch, lane)
         except BaseException as exc:  # raised to the apply by finish()
-            self.error = exc
+            with self._cond:
+                if self.error is None:
+                    self.error = exc
+                self._cond.notify_all()
+
+    def _venv(self, lane: int) -> bool:
+        """Lane 0 makes the venv once uv's needs have landed; the others wait for it. False: stop."""
+        with self._cond:
+            if lane == 0:
+                while self.needs and not self._ended:
+                    self._cond.wait()
+                if self._aborted or self.needs:
+                    return False
+            else:
+                while not self._venv_made and not self._ended and self.error is None:
+                    self._cond.wait()
+                return self._venv_made and not self._aborted
+        self.prepared = self.prepare()
+        with self._cond:
+            self._venv_made = True
+            self._cond.notify_all()
+        return True
 
     def _enough(self) -> bool:
         if not self._landed:
@@ -140,16 +182,20 @@ class VenvFeed:
         left = sum(self.sizes.get(rel, 0) for rel in self.wheels if rel not in self._given)
         return sum(self.sizes.get(rel, 0) for rel in self._landed) >= self.min_share * left
 
-    def _install(self, batch: List[str]) -> None:
-        self.batches += 1
-        requirements = os.path.join(os.path.dirname(self.ready_dir), "batch-%d.txt" % self.batches)
+    def _install(self, batch: List[str], lane: int) -> None:
+        with self._cond:
+            self.batches += 1
+            number = self.batches
+        self.lanes_used.add(lane)
+        requirements = os.path.join(os.path.dirname(self.ready_dir), "batch-%d.txt" % number)
         with open(requirements, "w", encoding="utf-8") as out:
             for rel in sorted(batch):
                 out.write(self.wheels[rel] + "\n")
-        self.install(requirements, self.ready_dir)
+        self.install(requirements, self.ready_dir, lane)
         for rel in batch:  # unpacked into uv's cache: its pages go to what the next runs write
             forget_file(os.path.join(self.ready_dir, os.path.basename(rel)))
-        self.installed += len(batch)
-        self._given.update(batch)
-        self.reporter.detail("venv: %d of %d packages installed while the upload is read (batch %d, %d wheels)"
-                             % (self.installed, len(self.wheels), self.batches, len(batch)))
+        with self._cond:
+            self.installed += len(batch)
+            installed = self.installed
+        self.reporter.detail("venv: %d of %d packages installed while the upload is read (batch %d, %d wheels, lane %d)"
+                             % (installed, len(self.wheels), number, len(batch), lane))

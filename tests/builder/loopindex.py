@@ -4,7 +4,6 @@ through the simple API (PEP 503 HTML, PEP 691/700 JSON with sizes) with byte ran
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.server
 import io
@@ -14,8 +13,9 @@ import tarfile
 import textwrap
 import threading
 import urllib.parse
-import zipfile
 from pathlib import Path
+
+from support import make_wheel, wheel_metadata as _metadata, dist_name as _dist
 from typing import Dict, Iterable, List, Optional
 
 __all__ = ["LoopIndex", "make_wheel", "make_sdist", "uv_wheel", "write_manifest", "BACKEND", "normalize"]
@@ -23,41 +23,6 @@ __all__ = ["LoopIndex", "make_wheel", "make_sdist", "uv_wheel", "write_manifest"
 
 def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _dist(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name)
-
-
-def _metadata(name: str, version: str, requires: Iterable[str]) -> str:
-    lines = ["Metadata-Version: 2.1", "Name: " + name, "Version: " + version]
-    lines += ["Requires-Dist: " + r for r in requires]
-    return "\n".join(lines) + "\n"
-
-
-def make_wheel(directory: Path, name: str, version: str, requires: Iterable[str] = (), tag: str = "py3-none-any",
-               payload: str = "", extra: Optional[Dict[str, str]] = None) -> Path:
-    """A real, installable wheel with one module named after the project (plus `extra` members)."""
-    dist, module = _dist(name), _dist(name).lower()
-    info = "%s-%s.dist-info" % (dist, version)
-    files = {
-        module + "/__init__.py": "VERSION = %r\n%s" % (version, payload),
-        info + "/METADATA": _metadata(name, version, requires),
-        info + "/WHEEL": "Wheel-Version: 1.0\nGenerator: loopindex\nRoot-Is-Purelib: true\nTag: %s\n" % tag,
-    }
-    files.update(extra or {})
-    record = []
-    for path, text in files.items():
-        data = text.encode()
-        digest = hashlib.sha256(data).digest()
-        record.append("%s,sha256=%s,%d" % (path, base64.urlsafe_b64encode(digest).rstrip(b"=").decode(), len(data)))
-    record.append(info + "/RECORD,,")
-    files[info + "/RECORD"] = "\n".join(record) + "\n"
-    path = directory / ("%s-%s-%s.whl" % (dist, version, tag))
-    with zipfile.ZipFile(path, "w") as archive:
-        for member, text in files.items():
-            archive.writestr(zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0)), text)
-    return path
 
 
 def uv_wheel(directory: Path) -> Path:

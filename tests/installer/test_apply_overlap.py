@@ -45,27 +45,35 @@ class _Recorder:
         self.ready = ready
         self.prepared = threading.Event()
         self.batches: List[List[str]] = []
+        self.lanes: List[int] = []
         self.seen: List[List[str]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.lock = threading.Lock()
+        self.started = False
         self.fail = False
 
     def prepare(self) -> None:
         self.prepared.set()
 
-    def install(self, requirements: str, find_links: str) -> None:
-        self.gate.wait(10)
+    def install(self, requirements: str, find_links: str, lane: int) -> None:
+        with self.lock:
+            first, self.started = not self.started, True
+        if first:  # the gate holds the first run only: the one that holds torch in a real apply
+            self.gate.wait(10)
         assert Path(find_links) == self.ready
-        self.batches.append(Path(requirements).read_text().split())
+        with self.lock:
+            self.batches.append(Path(requirements).read_text().split())
+            self.lanes.append(lane)
         self.seen.append(sorted(os.listdir(find_links)))
         if self.fail:
             raise RuntimeError("uv failed on this batch")
 
 
-def _feed(tmp_path: Path, sizes: dict, rec: _Recorder, needs=("uv/uv",)) -> VenvFeed:
+def _feed(tmp_path: Path, sizes: dict, rec: _Recorder, needs=("uv/uv",), **lanes) -> VenvFeed:
     wheels = {rel: "%s==1" % Path(rel).stem for rel in sizes}
     return VenvFeed(wheels, set(needs), str(rec.ready), rec.prepare, rec.install,
-                    lambda left: _NoProgress(), NullReporter(), sizes=sizes)
+                    lambda left: _NoProgress(), NullReporter(), sizes=sizes, **lanes)
 
 
 def _land(feed: VenvFeed, staging: Path, rel: str) -> None:
@@ -117,6 +125,51 @@ def test_feed_does_not_start_uv_on_a_sliver_while_the_upload_is_still_read(tmp_p
     feed.finish()
     assert len(rec.batches[0]) >= 5
     assert sum(len(b) for b in rec.batches) == 20
+
+
+def test_a_second_lane_installs_what_lands_while_the_first_run_is_busy_then_merges_once(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    rec = _Recorder(tmp_path / "feed" / "ready")
+    events: List[str] = []
+    sizes = {"wheels/torch.whl": 400, "wheels/cudnn.whl": 300, "wheels/c.whl": 100, "wheels/d.whl": 100,
+             "wheels/e.whl": 100}
+    feed = _feed(tmp_path, sizes, rec, lanes=2, open_lane=lambda lane: events.append("open %d" % lane),
+                 merge=lambda: events.append("merge after %d batches" % len(rec.batches))).start()
+    rec.gate.clear()  # the first run (torch's) is held until the rest has landed
+    _land(feed, staging, "uv/uv")
+    _land(feed, staging, "wheels/torch.whl")
+    for _ in range(250):
+        if rec.started:
+            break
+        threading.Event().wait(0.02)
+    _land(feed, staging, "wheels/cudnn.whl")
+    for _ in range(250):  # the other lane takes it although the first run has not finished
+        if rec.batches:
+            break
+        threading.Event().wait(0.02)
+    assert rec.batches == [["cudnn==1"]], "nothing ran beside the held first run"
+    assert events == ["open 1"], "the side venv must be made before its first batch, once"
+    for rel in ("wheels/c.whl", "wheels/d.whl", "wheels/e.whl"):
+        _land(feed, staging, rel)
+    rec.gate.set()
+    feed.finish()
+    installed = [line for batch in rec.batches for line in batch]
+    assert sorted(installed) == sorted("%s==1" % Path(r).stem for r in sizes)  # each exactly once
+    assert rec.lanes[rec.batches.index(["torch==1"])] != rec.lanes[0]  # cudnn's run was in the other lane
+    assert events == ["open 1", "merge after %d batches" % len(rec.batches)]  # merged once, after every run
+    assert feed.lanes_used == {0, 1}
+
+
+def test_with_one_lane_nothing_is_opened_beside_the_venv(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    rec = _Recorder(tmp_path / "feed" / "ready")
+    opened: List[int] = []
+    feed = _feed(tmp_path, {"wheels/a.whl": 10, "wheels/b.whl": 10}, rec, lanes=1, open_lane=opened.append).start()
+    for rel in ("uv/uv", "wheels/a.whl", "wheels/b.whl"):
+        _land(feed, staging, rel)
+    feed.finish()
+    assert opened == [] and set(rec.lanes) == {0}
+    assert sorted(line for batch in rec.batches for line in batch) == ["a==1", "b==1"]
 
 
 def test_a_failed_pass_stops_the_feed_and_uv_errors_reach_the_apply(tmp_path: Path) -> None:
