@@ -182,8 +182,8 @@ class _Member:
             raise ArtifactRejected("%s is corrupt (CRC-32 differs)" % self.what)
         out = self.out
         assert out is not None
+        out.end()  # raising, it stays self.out: abandon() closes it
         self.out = None
-        out.end()
         # Modes are the installer's, never the umask's or the zip's beyond the executable bit.
         os.fchmod(out.fileno(), 0o755 if item.executable else 0o644)
         if self.target.durable:

@@ -20,6 +20,7 @@ import pytest
 
 from cosyinstall import directwrite
 from cosyinstall.directwrite import ALIGN, BUFFER, DIRECT_MIN, Direct
+from cosyinstall.errors import DiskFull
 from cosyinstall.install_plan import Item
 from cosyinstall.onepass import Target, stage_one_pass
 from cosyinstall.pagecache import forget_file
@@ -182,3 +183,29 @@ def test_a_link_planted_where_a_staged_file_goes_is_not_followed(tmp_path: Path)
             Direct().open(str(tmp_path / "staged.whl"), size)
         assert caught.value.errno == errno.ELOOP
     assert victim.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_disk_that_fills_on_a_members_last_block_leaves_no_file_open(tmp_path: Path, monkeypatch, jobs: int) -> None:
+    if not _direct_works(tmp_path):
+        pytest.skip("the test folder's filesystem refuses O_DIRECT")
+    data = _pattern(BUFFER + 4095)  # one full buffer, then a padded last block
+    path = tmp_path / "offline_packages.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("wheels/big.whl", (2020, 1, 1, 0, 0, 0)), data)
+    items = [Item("wheels/big.whl", "wheels/big.whl", len(data), hashlib.sha256(data).hexdigest(), False)]
+    real_write = os.write
+
+    def full_at_the_end(fd, view):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and len(view) < BUFFER:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, view)
+
+    monkeypatch.setattr(directwrite.os, "write", full_at_the_end)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(DiskFull):  # one sentence and exit 4, as any full disk
+        stage_one_pass(PassReader(path), [Target(items[0], str(tmp_path / "out" / "big.whl"), durable=False)],
+                       None, None, jobs=jobs)
+    leaked = [os.readlink("/proc/self/fd/%s" % fd) for fd in set(os.listdir("/proc/self/fd")) - before
+              if os.path.exists("/proc/self/fd/%s" % fd)]
+    assert not [p for p in leaked if p.endswith("big.whl")], "the staged file was left open: %s" % leaked
