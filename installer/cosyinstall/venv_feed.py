@@ -24,14 +24,36 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from cosyinstall.errors import ArtifactRejected, is_disk_full
 from cosyinstall.pagecache import forget_file
 from cosyinstall.progress import Reporter
 from cosyinstall.uvprogress import InstallProgress
 
-__all__ = ["VenvFeed"]
+__all__ = ["VenvFeed", "split_batch", "SPLIT_MIN"]
+
+# Below twice this many bytes left, what remains goes to one uv run (each run costs a start).
+SPLIT_MIN = 64 * 1024 * 1024
+
+
+def split_batch(landed: List[str], sizes: Dict[str, int]) -> Tuple[List[str], List[str]]:
+    """(batch, left) once the read has ended and more than one lane runs: a lane takes half the
+    bytes, largest first, and leaves the rest to a lane that is free now or soon, so the last
+    wheels are not unpacked by one uv run while the other lane sits idle."""
+    total = sum(sizes.get(rel, 0) for rel in landed)
+    if len(landed) < 2 or total < 2 * SPLIT_MIN:
+        return list(landed), []
+    batch: List[str] = []
+    left: List[str] = []
+    taken = 0
+    for rel in sorted(landed, key=lambda r: sizes.get(r, 0), reverse=True):
+        if taken * 2 < total:
+            batch.append(rel)
+            taken += sizes.get(rel, 0)
+        else:
+            left.append(rel)
+    return batch, left
 
 
 class VenvFeed:
@@ -142,7 +164,8 @@ class VenvFeed:
                         self._cond.wait()
                     if self._aborted or self.error is not None:
                         return
-                    batch, self._landed = self._landed, []
+                    batch, self._landed = (split_batch(self._landed, self.sizes) if self._ended and len(self._threads) > 1
+                                           else (self._landed, []))
                     if not batch:
                         return  # ended, and everything landed was installed
                     self._given.update(batch)

@@ -25,7 +25,7 @@ from cosyinstall.errors import ArtifactRejected
 from cosyinstall.install_plan import Item
 from cosyinstall.onepass import Target, stage_one_pass
 from cosyinstall.progress import NullReporter
-from cosyinstall.venv_feed import VenvFeed
+from cosyinstall.venv_feed import VenvFeed, split_batch
 from cosyinstall.zipwrite import Member, member_order, write_artifact
 from support import PassReader, apply_argv, run
 
@@ -158,6 +158,20 @@ def test_a_second_lane_installs_what_lands_while_the_first_run_is_busy_then_merg
     assert rec.lanes[rec.batches.index(["torch==1"])] != rec.lanes[0]  # cudnn's run was in the other lane
     assert events == ["open 1", "merge after %d batches" % len(rec.batches)]  # merged once, after every run
     assert feed.lanes_used == {0, 1}
+
+
+def test_after_the_read_a_lane_takes_half_the_bytes_and_leaves_the_rest_to_the_other() -> None:
+    mib = 1024 * 1024
+    sizes = {"w/a.whl": 300 * mib, "w/b.whl": 200 * mib, "w/c.whl": 60 * mib, "w/d.whl": 30 * mib, "w/e.whl": 10 * mib}
+    batch, left = split_batch(sorted(sizes), sizes)
+    assert batch == ["w/a.whl"] and sorted(left) == ["w/b.whl", "w/c.whl", "w/d.whl", "w/e.whl"]
+    batch, left = split_batch(left, sizes)  # the next free lane halves what is left again
+    assert batch == ["w/b.whl"] and sorted(left) == ["w/c.whl", "w/d.whl", "w/e.whl"]
+    assert sorted(sum(split_batch(left, sizes), [])) == left  # nothing lost or doubled
+    # Too little left to be worth a second uv start, or one wheel: all of it in one run.
+    small = {"w/x.whl": 40 * mib, "w/y.whl": 40 * mib}
+    assert split_batch(sorted(small), small) == (sorted(small), [])
+    assert split_batch(["w/a.whl"], sizes) == (["w/a.whl"], [])
 
 
 def test_with_one_lane_nothing_is_opened_beside_the_venv(tmp_path: Path) -> None:
