@@ -211,6 +211,8 @@ ZH: Dict[str, str] = {
     "venv: building %s from CPython %s while the upload is read": "虚拟环境: 创建 %s（用 CPython %s），边读取上传文件边安装",
     "the venv was left without %s: it never arrived from the upload": "虚拟环境缺少 %s：它始终没有从上传文件中读到",
     "run apply again; if it says this again, upload the bundle again": "请再运行一次 apply；若仍如此，请重新上传整个包",
+    "%s is a file in the venv but a folder in a package installed beside it": "%s 在虚拟环境中是文件，但在同时安装的另一个包中是文件夹",
+    "two packages of the lock install the same path; fix the package set and pack again": "锁定的两个包安装到同一路径；请修正包集合后重新打包",
     "venv: built %s from CPython %s, filled by %d uv runs (%d at a time) while the upload was read":
         "虚拟环境: 已创建 %s（用 CPython %s），在读取上传文件的同时由 uv 分 %d 次装好（同时最多 %d 个）",
     "%s is not in the upload folder and nothing is installed in %s yet": "上传文件夹中没有 %s，而 %s 中也还没有安装任何东西",

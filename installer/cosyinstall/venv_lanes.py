@@ -22,6 +22,7 @@ import os
 import shutil
 from typing import Callable, Dict, List, Set
 
+from cosyinstall.errors import ArtifactRejected
 from cosyinstall.extract import move_over, rmtree
 
 __all__ = ["Lanes", "move_into"]
@@ -63,7 +64,9 @@ def move_into(src: str, dst: str, keep: Set[str], rel: str = "") -> int:
             if os.path.isdir(target) and not os.path.islink(target):
                 moved += move_into(entry.path, target, keep, name)
             elif os.path.lexists(target):
-                raise OSError(errno.EEXIST, "a folder of a side venv meets a file of the venv", target)
+                # Two wheels of the lock disagree on what this path is; one uv run would fail on it too.
+                raise ArtifactRejected("%s is a file in the venv but a folder in a package installed beside it" % target,
+                                       "two packages of the lock install the same path; fix the package set and pack again")
             elif not any(k.startswith(name + os.sep) for k in keep):
                 _move_folder(entry.path, target)
                 moved += 1

@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from cosyinstall.errors import ArtifactRejected
 from cosyinstall.progress import NullReporter
 from cosyinstall.venv import Uv
 from cosyinstall.venv_lanes import Lanes, move_into
@@ -138,3 +139,14 @@ def test_merging_keeps_the_lanes_own_venv_files_out_and_replaces_a_file_both_hol
     assert (dst / "bin" / "tool").read_text() == "tool" and (dst / "lib" / "pkg" / "a.py").read_text() == "a"
     assert (dst / "lib" / "shared" / "x").read_text() == "new"
     assert (src / "bin" / "python").exists() and not (src / "lib" / "pkg").exists()
+
+
+def test_a_path_that_is_a_file_in_the_venv_and_a_folder_in_the_lane_is_one_sentence(tmp_path: Path) -> None:
+    src, dst = tmp_path / "lane", tmp_path / "venv"
+    (src / "lib" / "clash").mkdir(parents=True)
+    (src / "lib" / "clash" / "inner.py").write_text("x")
+    (dst / "lib").mkdir(parents=True)
+    (dst / "lib" / "clash").write_text("a module file of another package")
+    with pytest.raises(ArtifactRejected, match="clash is a file in the venv but a folder in a package"):
+        move_into(str(src), str(dst), set())
+    assert (dst / "lib" / "clash").read_text() == "a module file of another package"  # nothing replaced
