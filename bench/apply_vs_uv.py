@@ -5,8 +5,10 @@
 (a) unzip offline_packages.zip, then `uv venv` + `uv pip install --no-index --find-links wheels
 -r requirements.txt`; (b) the same two uv commands on wheels extracted beforehand (not timed);
 (c) `cosyinstall apply --no-start` from this checkout. Every run starts with an empty uv cache on
-the same filesystem and, when permitted (root), with the page cache dropped. The runs are
-interleaved (a, b, c, a, b, c, ...); the medians are compared. Peak RSS of (c) is the
+the same filesystem and, when permitted (root), with the page cache dropped and the memory that
+freed handed back to the host where the VM does that (coldcache.py). The runs are interleaved,
+each round starting one side later (a, b, c, then b, c, a, then c, a, b); the medians are
+compared. Peak RSS of (c) is the
 cosyinstall process's own VmHWM (uv, its child, is not counted).
 
 Each side's CPU time (user + system, all its processes) is printed too, with the wall time
@@ -131,7 +133,9 @@ def main() -> None:
     peaks = []
     dropped = True
     for run in range(args.runs):
-        for side in args.only:
+        # Each round starts one side later (abc, bca, cab): no side always follows the same one.
+        shift = run % len(args.only)
+        for side in args.only[shift:] + args.only[:shift]:
             scratch = os.path.join(work, "run-%s" % side)
             shutil.rmtree(scratch, ignore_errors=True)
             os.makedirs(scratch)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
 
 from cosyinstall.artifact import FileEntry
-from cosyinstall.directwrite import Direct
+from cosyinstall.directwrite import Direct, buffer_for
 from cosyinstall.errors import ArtifactRejected, DiskFull, is_disk_full
 from cosyinstall.install_plan import Item
 from cosyinstall.pagecache import Behind
@@ -271,7 +271,8 @@ def stage_one_pass(
     reporter = reporter or NullReporter()
     path, label = reader.path, reader.label
     whole = expected_sha256 is not None
-    direct = Direct()
+    # With more than one job, each large member's writes go to a thread of their own too.
+    direct = Direct(behind=True, buffer=buffer_for(jobs)) if jobs > 1 else Direct()
     members: List[Tuple[int, int, _Member]] = []
     later: List[Target] = []
     for target in targets:

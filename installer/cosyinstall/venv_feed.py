@@ -35,6 +35,8 @@ __all__ = ["VenvFeed", "split_batch", "SPLIT_MIN"]
 
 # Below twice this many bytes left, what remains goes to one uv run (each run costs a start).
 SPLIT_MIN = 64 * 1024 * 1024
+# A wheel this share of the bytes still to install is worth a run of its own beside another lane.
+BIG_SHARE = 0.125
 
 
 def split_batch(landed: List[str], sizes: Dict[str, int]) -> Tuple[List[str], List[str]]:
@@ -202,8 +204,15 @@ class VenvFeed:
             return False
         if not self.sizes:
             return True
-        left = sum(self.sizes.get(rel, 0) for rel in self.wheels if rel not in self._given)
-        return sum(self.sizes.get(rel, 0) for rel in self._landed) >= self.min_share * left
+        waiting = [self.sizes.get(rel, 0) for rel in self.wheels if rel not in self._given]
+        landed = [self.sizes.get(rel, 0) for rel in self._landed]
+        if sum(landed) >= self.min_share * sum(waiting):
+            return True
+        # With a second lane, a run is started at once on the largest wheel still to install when
+        # that one is large (torch): the run lasts as long as it whatever else it is given, and what
+        # lands meanwhile goes to the other lane. Waiting for a quarter would only start the
+        # longest unpack later (torch is 24% of cosyvoice2-pytorch's wheels).
+        return len(self._threads) > 1 and max(landed) >= max(waiting) and max(landed) >= BIG_SHARE * sum(waiting)
 
     def _install(self, batch: List[str], lane: int) -> None:
         with self._cond:

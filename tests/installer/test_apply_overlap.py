@@ -127,6 +127,30 @@ def test_feed_does_not_start_uv_on_a_sliver_while_the_upload_is_still_read(tmp_p
     assert sum(len(b) for b in rec.batches) == 20
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_with_two_lanes_the_largest_wheel_starts_alone_as_soon_as_it_lands(tmp_path: Path, lanes: int) -> None:
+    staging = tmp_path / "staging"
+    rec = _Recorder(tmp_path / "feed" / "ready")
+    # torch is a fifth of the bytes: less than the quarter a run otherwise waits for.
+    sizes = {"wheels/torch.whl": 200, **{"wheels/w%d.whl" % i: 80 for i in range(10)}}
+    feed = _feed(tmp_path, sizes, rec, needs=(), lanes=lanes).start()
+    _land(feed, staging, "wheels/torch.whl")
+    for _ in range(100):
+        if rec.batches:
+            break
+        threading.Event().wait(0.02)
+    if lanes == 2:
+        assert rec.batches == [["torch==1"]], "the longest unpack waited for more wheels although a lane was free"
+    else:  # one lane: torch's run would hold uv's lock, so it waits for company as before
+        assert rec.batches == []
+    for i in range(10):
+        _land(feed, staging, "wheels/w%d.whl" % i)
+    feed.finish()
+    assert sorted(line for batch in rec.batches for line in batch) == sorted("%s==1" % Path(r).stem for r in sizes)
+    if lanes == 1:
+        assert "torch==1" in rec.batches[0] and len(rec.batches[0]) > 1
+
+
 def test_a_second_lane_installs_what_lands_while_the_first_run_is_busy_then_merges_once(tmp_path: Path) -> None:
     staging = tmp_path / "staging"
     rec = _Recorder(tmp_path / "feed" / "ready")

@@ -13,13 +13,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from cosyinstall import directwrite
-from cosyinstall.directwrite import ALIGN, BUFFER, DIRECT_MIN, Direct
+from cosyinstall.directwrite import ALIGN, BUFFER, DIRECT_MIN, Direct, buffer_for
 from cosyinstall.errors import DiskFull
 from cosyinstall.install_plan import Item
 from cosyinstall.onepass import Target, stage_one_pass
@@ -36,16 +37,18 @@ def _pattern(n: int) -> bytes:
 def _write(direct: Direct, path: Path, data: bytes, pieces=(7, 4096, 100_003, BUFFER + 5)) -> bool:
     """Write `data` in uneven pieces; True when the file was open with O_DIRECT at the end."""
     out = direct.open(str(path), len(data))
-    view = memoryview(data)
-    i = 0
-    while len(view):
-        n = pieces[i % len(pieces)]
-        out.write(view[:n])
-        view = view[n:]
-        i += 1
-    was_direct = bool(fcntl.fcntl(out.fileno(), fcntl.F_GETFL) & os.O_DIRECT)
-    out.end()
-    out.close()
+    try:
+        view = memoryview(data)
+        i = 0
+        while len(view):
+            n = pieces[i % len(pieces)]
+            out.write(view[:n])
+            view = view[n:]
+            i += 1
+        was_direct = bool(fcntl.fcntl(out.fileno(), fcntl.F_GETFL) & os.O_DIRECT)
+        out.end()
+    finally:
+        out.close()  # as the pass does with a member it abandons
     return was_direct
 
 
@@ -58,12 +61,13 @@ def _direct_works(tmp_path: Path) -> bool:
     return True
 
 
+@pytest.mark.parametrize("behind", [False, True])
 @pytest.mark.parametrize("size", [DIRECT_MIN, DIRECT_MIN + 1, 3 * BUFFER + ALIGN - 1, 5 * BUFFER])
-def test_large_files_are_written_direct_and_exactly(tmp_path: Path, size: int) -> None:
+def test_large_files_are_written_direct_and_exactly(tmp_path: Path, size: int, behind: bool) -> None:
     if not _direct_works(tmp_path):
         pytest.skip("the test folder's filesystem refuses O_DIRECT (the refusal paths are tested below)")
     data = _pattern(size)
-    direct = Direct()
+    direct = Direct(behind=behind)
     assert _write(direct, tmp_path / "big", data), "a large file went through the page cache"
     direct.close()
     assert (tmp_path / "big").stat().st_size == size  # the padded last block was cut back
@@ -97,7 +101,9 @@ def test_a_filesystem_refusing_o_direct_at_open_gets_the_same_bytes(tmp_path: Pa
     assert (tmp_path / "a").read_bytes() == data
 
 
-def test_a_refusal_at_the_write_finishes_the_file_through_the_page_cache(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("behind", [False, True])
+def test_a_refusal_at_the_write_finishes_the_file_through_the_page_cache(tmp_path: Path, monkeypatch,
+                                                                          behind: bool) -> None:
     if not _direct_works(tmp_path):
         pytest.skip("the test folder's filesystem refuses O_DIRECT")
     real_write = os.write
@@ -110,7 +116,7 @@ def test_a_refusal_at_the_write_finishes_the_file_through_the_page_cache(tmp_pat
         return real_write(fd, data)
 
     monkeypatch.setattr(directwrite.os, "write", refusing)
-    direct = Direct()
+    direct = Direct(behind=behind)
     data = _pattern(3 * BUFFER + 999)
     _write(direct, tmp_path / "b", data)
     assert refused and not direct.enabled
@@ -118,7 +124,9 @@ def test_a_refusal_at_the_write_finishes_the_file_through_the_page_cache(tmp_pat
     assert (tmp_path / "b").read_bytes() == data
 
 
-def test_disk_full_during_a_direct_write_is_an_oserror_not_a_short_file(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("behind", [False, True])
+def test_disk_full_during_a_direct_write_is_an_oserror_not_a_short_file(tmp_path: Path, monkeypatch,
+                                                                         behind: bool) -> None:
     if not _direct_works(tmp_path):
         pytest.skip("the test folder's filesystem refuses O_DIRECT")
     real_write = os.write
@@ -129,10 +137,39 @@ def test_disk_full_during_a_direct_write_is_an_oserror_not_a_short_file(tmp_path
         return real_write(fd, data)
 
     monkeypatch.setattr(directwrite.os, "write", full)
-    direct = Direct()
+    direct = Direct(behind=behind)
     with pytest.raises(OSError) as caught:
-        _write(direct, tmp_path / "c", _pattern(2 * BUFFER))
+        _write(direct, tmp_path / "c", _pattern(4 * BUFFER))
     assert caught.value.errno == errno.ENOSPC
+    direct.close()
+    assert not [t for t in threading.enumerate() if t.name == "direct-write"], "a writer thread outlived its file"
+
+
+def test_behind_the_caller_blocks_are_written_by_another_thread_two_buffers_at_most(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    if not _direct_works(tmp_path):
+        pytest.skip("the test folder's filesystem refuses O_DIRECT")
+    real_write = os.write
+    writers = set()
+
+    def recording(fd, data):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            writers.add(threading.get_ident())
+        return real_write(fd, data)
+
+    monkeypatch.setattr(directwrite.os, "write", recording)
+    direct = Direct(behind=True)
+    made = []
+    real_take = direct.take
+    monkeypatch.setattr(direct, "take", lambda: made.append(1) or real_take())
+    data = _pattern(8 * BUFFER + 123)
+    assert _write(direct, tmp_path / "d", data)
+    assert writers and threading.get_ident() not in writers, "the caller waited on the disk itself"
+    assert (tmp_path / "d").read_bytes() == data
+    # Buffers go back to the pool as they are written: a second file takes no new memory.
+    assert _write(direct, tmp_path / "e", data)
+    assert len(direct._free) <= 2, "more than two buffers were in use for one file"
+    assert (tmp_path / "e").read_bytes() == data
     direct.close()
 
 
@@ -189,7 +226,8 @@ def test_a_link_planted_where_a_staged_file_goes_is_not_followed(tmp_path: Path)
 def test_a_disk_that_fills_on_a_members_last_block_leaves_no_file_open(tmp_path: Path, monkeypatch, jobs: int) -> None:
     if not _direct_works(tmp_path):
         pytest.skip("the test folder's filesystem refuses O_DIRECT")
-    data = _pattern(BUFFER + 4095)  # one full buffer, then a padded last block
+    block = buffer_for(jobs) if jobs > 1 else BUFFER  # the pass writes larger blocks behind workers
+    data = _pattern(block + 4095)  # one full buffer, then a padded last block
     path = tmp_path / "offline_packages.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(zipfile.ZipInfo("wheels/big.whl", (2020, 1, 1, 0, 0, 0)), data)
@@ -197,7 +235,7 @@ def test_a_disk_that_fills_on_a_members_last_block_leaves_no_file_open(tmp_path:
     real_write = os.write
 
     def full_at_the_end(fd, view):
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and len(view) < BUFFER:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and len(view) < block:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, view)
 
