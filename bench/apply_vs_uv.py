@@ -8,7 +8,9 @@
 the same filesystem and, when permitted (root), with the page cache dropped and the memory that
 freed handed back to the host where the VM does that (coldcache.py). The runs are interleaved,
 each round starting one side later (a, b, c, then b, c, a, then c, a, b); the medians are
-compared. Peak RSS of (c) is the
+compared. With `--warm GB`, that much memory is touched and freed right before each run, so
+that every side starts with pages the guest holds (closer to a box that is not a VM); without
+it, every side starts with all free memory handed back. Peak RSS of (c) is the
 cosyinstall process's own VmHWM (uv, its child, is not counted).
 
 Each side's CPU time (user + system, all its processes) is printed too, with the wall time
@@ -29,7 +31,7 @@ import threading
 import time
 import zipfile
 
-from coldcache import drop_caches
+from coldcache import drop_caches, warm_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,6 +118,8 @@ def main() -> None:
     parser.add_argument("--work", help="scratch folder on the install disk (default: beside --dist)")
     parser.add_argument("--jobs", type=int, default=0)
     parser.add_argument("--only", default="abc", help="which sides to run, e.g. bc")
+    parser.add_argument("--warm", type=float, default=0.0,
+                        help="GiB of memory to touch and free right before each run (coldcache.warm_memory)")
     args = parser.parse_args()
     dist = os.path.abspath(args.dist)
     python = args.python or target_python()
@@ -140,6 +144,7 @@ def main() -> None:
             shutil.rmtree(scratch, ignore_errors=True)
             os.makedirs(scratch)
             dropped = drop_caches() and dropped
+            warm_memory(args.warm)
             before = _children_cpu()
             if side == "a":
                 times["a"].append(run_a(uv, python, dist, scratch))

@@ -10,10 +10,16 @@ cheaper the next one. In a fixed order (a, b, c, a, ...) that favours whichever 
 heaviest. So after the drop this waits until the kernel's count of reported memory has stopped
 moving, i.e. every side starts with all free memory handed back. Where the kernel reports no such
 count (bare metal, most clouds), a short fixed settle is all.
+
+`warm_memory(gb)` is the other fair start: right before a timed run, touch that much memory and
+free it, so that every side finds the same pool of pages the guest already holds (as on a box
+that is not a VM), whatever ran before.
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import time
 
@@ -63,3 +69,15 @@ def _wait_reported() -> bool:
         elif time.monotonic() - still_since >= STILL:
             break
     return True
+
+
+def warm_memory(gb: float) -> None:
+    """Touch `gb` GiB of fresh memory and free it again (the next run finds those pages held)."""
+    if gb <= 0:
+        return
+    size = int(gb * (1 << 30))
+    block = mmap.mmap(-1, size)
+    pointer = ctypes.c_char.from_buffer(block)
+    ctypes.memset(ctypes.addressof(pointer), 1, size)
+    del pointer
+    block.close()
