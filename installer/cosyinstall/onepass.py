@@ -37,6 +37,7 @@ from cosyinstall.install_plan import Item
 from cosyinstall.pagecache import Behind
 from cosyinstall.progress import NullReporter, Reporter
 from cosyinstall.safepath import make_dirs
+from cosyinstall.syncpool import SyncPool
 
 __all__ = ["Target", "stage_one_pass", "default_jobs", "BUDGET", "READ_CHUNK"]
 
@@ -114,9 +115,11 @@ class _Share:
 class _Member:
     """Inflate, bound, hash and write one member from its compressed pieces, in order."""
 
-    def __init__(self, target: Target, info: zipfile.ZipInfo, label: str, mtime: float, direct: Direct) -> None:
+    def __init__(self, target: Target, info: zipfile.ZipInfo, label: str, mtime: float, direct: Direct,
+                 syncs: Optional[SyncPool] = None) -> None:
         self.target = target
         self.direct = direct
+        self.syncs = syncs
         self.info = info
         self.what = "%s in %s" % (target.item.key, label)
         self.mtime = mtime
@@ -186,13 +189,22 @@ class _Member:
         self.out = None
         # Modes are the installer's, never the umask's or the zip's beyond the executable bit.
         os.fchmod(out.fileno(), 0o755 if item.executable else 0o644)
+        entry = FileEntry(item.rel, item.size, digest, item.executable)
+        if self.target.durable and self.syncs is not None:
+            # On disk before it is renamed into the tree: fsynced beside others (syncpool.py),
+            # before the pass returns.
+            self.syncs.submit(out, lambda: self._stamp(entry))
+            return
         if self.target.durable:
             # On disk before it is renamed into the tree (a power cut then leaves old or new, never empty).
             os.fsync(out.fileno())
         out.close()
+        self._stamp(entry)
+
+    def _stamp(self, entry: FileEntry) -> None:
         # The member's own time, as unzip does: two installs of one zip are then identical.
         os.utime(self.target.path, (self.mtime, self.mtime))
-        self.target.done(FileEntry(item.rel, item.size, digest, item.executable))
+        self.target.done(entry)
 
     def abandon(self) -> None:
         if self.out is not None:
@@ -271,8 +283,10 @@ def stage_one_pass(
     reporter = reporter or NullReporter()
     path, label = reader.path, reader.label
     whole = expected_sha256 is not None
-    # With more than one job, each large member's writes go to a thread of their own too.
+    # With more than one job, each large member's writes go to a thread of their own too, and
+    # the fsyncs of the members to be renamed into the tree wait side by side.
     direct = Direct(behind=True, buffer=buffer_for(jobs)) if jobs > 1 else Direct()
+    syncs = SyncPool() if jobs > 1 and any(t.durable for t in targets) else None
     members: List[Tuple[int, int, _Member]] = []
     later: List[Target] = []
     for target in targets:
@@ -282,7 +296,7 @@ def stage_one_pass(
             later.append(target)
             continue
         members.append((offset, info.compress_size,
-                        _Member(target, info, label, reader.mtime(target.item.key), direct)))
+                        _Member(target, info, label, reader.mtime(target.item.key), direct, syncs)))
     members.sort(key=lambda m: m[0])
     size = os.path.getsize(path)
     total = size if whole else sum(m[1] for m in members)
@@ -304,11 +318,15 @@ def stage_one_pass(
             pipe.close()
         for _offset, _length, member in members:
             _quiet_close(member)
+        synced = syncs.close() if syncs is not None else None
         direct.close()
     if pipe is not None and pipe.errors:
         first = pipe.errors[0]
         _wrap(first, whole, mismatch)
         raise first
+    if synced is not None:
+        _wrap(synced, whole, mismatch)
+        raise synced
     digest = hasher.hexdigest() if whole else None
     if whole and digest != expected_sha256:
         raise (mismatch or _plain_mismatch(path))("%s, although every member extracted is intact" % path)
