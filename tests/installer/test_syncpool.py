@@ -126,7 +126,11 @@ def test_the_pool_holds_at_most_its_limit_of_open_files(tmp_path: Path) -> None:
     threads = [threading.Thread(target=hand, args=(i,)) for i in range(6)]
     for thread in threads:
         thread.start()
-    threading.Event().wait(0.3)
+    for _ in range(250):  # the first three go in at once ...
+        if len(handed) >= 3:
+            break
+        threading.Event().wait(0.02)
+    threading.Event().wait(0.2)  # ... and the others stay out while those wait
     assert len(handed) == 3, "more files were handed over than the pool may hold open"
     gate.set()
     for thread in threads:
